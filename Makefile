@@ -1,0 +1,56 @@
+# The two commands of the README: `make demo` (the main job on the embedded Shapes data) and `make test`.
+# Both create .venv on first use and install the project with its pinned dependencies; the stamp file
+# makes a second run reinstall nothing unless settings.ini or setup.py changed.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Without a real Quarto, tools/quarto (smalldocs underneath) renders the same site from _proc/.
+QUARTO_PATH := $(if $(shell command -v quarto 2>/dev/null | grep -v '^$(CURDIR)/tools'),,$(CURDIR)/tools:)
+export PATH := $(QUARTO_PATH)$(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install demo test sync nbtest pytest docs docs-check sysdeps bench clean
+
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@if [ -d .git ]; then $(BIN)/nbdev_install_hooks >/dev/null; fi
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/sat_demo
+
+# System packages the tests need: Chromium for the docs check, Java for METEOR (coco-caption).
+sysdeps:
+	@bash tools/sysdeps.sh
+
+test: install sysdeps sync nbtest pytest docs docs-check
+
+# Fail when the committed notebooks are not clean or the exported library is stale.
+sync: install
+	@bash tools/check_sync.sh
+
+nbtest: install
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: install
+	$(BIN)/python -m pytest -q tests --ignore=tests/docs
+
+docs: install
+	@rm -rf _docs
+	$(BIN)/nbdev_readme
+	$(BIN)/nbdev_docs --n_workers 1
+
+# README.md is generated from nbs/index.ipynb: a stale committed copy fails the check.
+docs-check: install
+	@git diff --quiet -- README.md index_files 2>/dev/null || { echo "error: README.md differs from what nbs/index.ipynb renders to; commit the regenerated README.md and index_files/"; exit 1; }
+	$(BIN)/python -m pytest -q tests/docs
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf _docs _proc build *.egg-info

@@ -1,0 +1,48 @@
+"The rendered docs site, opened in headless Chromium: what a reader sees."
+import pytest
+from selenium.webdriver.common.by import By
+from .conftest import open_page
+
+
+def broken_images(b):
+    return b.execute_script("return [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src.slice(0, 80))")
+
+
+def cell_images(b):
+    "Images that are outputs of notebook cells (figures made by code), loaded and non-empty."
+    return b.execute_script("""return [...document.querySelectorAll('.cell-output img, .cell-output-display img')]
+        .filter(i => i.naturalWidth > 50 && i.naturalHeight > 50).length""")
+
+
+def test_home_page(browser, docs_dir):
+    b = open_page(browser, docs_dir/'index.html')
+    assert b.find_element(By.CSS_SELECTOR, 'h1.title').text == 'show_attend_tell'
+    body = b.find_element(By.ID, 'quarto-document-content')
+    # markdown is rendered, not shown as source: bold text, headings and the results table exist as HTML
+    assert body.find_element(By.XPATH, ".//strong[contains(normalize-space(.), 'looks at a part of the image')]")
+    assert body.find_elements(By.XPATH, ".//h2[normalize-space(.)='Quick start']")
+    assert body.find_elements(By.XPATH, ".//table//th[normalize-space(.)='BLEU-4']")
+    assert '**' not in body.text and '| dataset |' not in body.text
+    assert 'make demo' in body.text and 'make test' in body.text
+    assert cell_images(b) >= 1, "the home page shows no figure produced by a notebook cell"
+    assert broken_images(b) == []
+
+
+def test_api_page_has_signatures(browser, docs_dir):
+    b = open_page(browser, docs_dir/'config.html')
+    assert b.find_element(By.CSS_SELECTOR, 'h1.title').text == 'Configuration'
+    # show_doc output: a heading per documented symbol and its rendered signature
+    assert b.find_elements(By.CSS_SELECTOR, 'h3#preset'), "no rendered API doc for `preset`"
+    sigs = [e.text for e in b.find_elements(By.CSS_SELECTOR, 'pre code') if e.text.startswith('def ')]
+    assert any(s.startswith('def preset(') and 'name:str' in s for s in sigs), f"no signature of preset() in {sigs[:3]}"
+    assert broken_images(b) == []
+
+
+def test_no_page_has_broken_images_or_tracebacks(browser, docs_dir):
+    pages = sorted(docs_dir.rglob('*.html'))
+    assert len(pages) >= 10
+    for p in pages:
+        b = open_page(browser, p)
+        assert broken_images(b) == [], f"{p.name} has broken images"
+        text = b.find_element(By.TAG_NAME, 'body').text
+        assert 'Traceback (most recent call last)' not in text, f"{p.name} shows a Python traceback"
