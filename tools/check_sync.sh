@@ -22,7 +22,7 @@ rm -rf "$snap"
 if [ ${#changed[@]} -gt 0 ]; then
   echo "error: notebooks and library are out of sync; these files change under nbdev_clean/nbdev_export:"
   printf '  %s\n' "${changed[@]}"
-  echo "fix: run 'nbdev_clean && nbdev_export' (make sync shows this again) and commit the result"
+  echo "fix: nbdev_clean/nbdev_export have now rewritten them in your working tree: review with 'git diff' and commit"
   exit 1
 fi
 echo "notebooks clean and library in sync with nbs/"
