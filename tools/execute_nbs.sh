@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Execute notebooks in place (from their own folder, as nbdev_test does) so that their saved outputs,
-# figures included, are what the docs site shows; then clean each one. Usage: tools/execute_nbs.sh nbs/00_config.ipynb ...
+# figures included, are what the docs site shows; then clean each one. Figures are saved as plain PNG
+# (execnb's default is retina, which doubles every image's size in the repo).
+# Usage: tools/execute_nbs.sh nbs/00_config.ipynb ...
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 for nb in "$@"; do
   dir=$(dirname "$nb"); name=$(basename "$nb")
   echo "executing $nb"
-  (cd "$dir" && MPLBACKEND=module://matplotlib_inline.backend_inline "$root/.venv/bin/exec_nb" --exc_stop "$name" --dest "$name")
+  (cd "$dir" && "$root/.venv/bin/python" -c "
+import sys
+from execnb.nbio import read_nb, write_nb
+from execnb.shell import CaptureShell
+nb = read_nb(sys.argv[1])
+CaptureShell(mpl_format='png').run_all(nb, exc_stop=True)
+write_nb(nb, sys.argv[1])" "$name")
   "$root/.venv/bin/nbdev_clean" --fname "$nb"
 done

@@ -1,0 +1,152 @@
+"""Scoring with coco-caption (pycocoevalcap): exact agreement with the scorers called directly, perfect and wrong
+captions, the no-Java path, the paper comparison and the report files. METEOR's JVM starts twice (~15 s)."""
+import json
+from pathlib import Path
+import numpy as np
+import pytest
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.cider.cider import Cider
+
+from show_attend_tell import evaluation as ev
+from show_attend_tell.data import read_karpathy
+
+FIXTURES = Path(__file__).parent/"fixtures"
+
+ALL = ('bleu', 'meteor', 'rouge', 'cider')
+
+
+@pytest.fixture(scope='module')
+def flickr():
+    return read_karpathy(FIXTURES/'dataset_flickr_mini.json', image_root=FIXTURES, check=False)
+
+
+@pytest.fixture(scope='module')
+def refs(flickr):
+    return {r.image_id: list(r.raw) for r in flickr}
+
+
+@pytest.fixture(scope='module')
+def model_like(flickr):
+    "Plausible but imperfect captions: the second reference of each image with its last two words cut."
+    return {r.image_id: ' '.join(r.raw[1].split()[:-2]) for r in flickr}
+
+
+@pytest.fixture(scope='module')
+def ours(model_like, refs):
+    return ev.score_captions(model_like, refs, ALL)
+
+
+def test_keys_and_ranges(ours):
+    assert list(ours) == ['BLEU-1', 'BLEU-2', 'BLEU-3', 'BLEU-4', 'METEOR', 'ROUGE-L', 'CIDEr']
+    for k, v in ours.items():
+        assert isinstance(v, float) and 0 < v, k
+        if k != 'CIDEr': assert v < 1, k
+
+
+def test_equals_pycocoevalcap_called_directly(model_like, refs, ours):
+    "The same numbers as COCOEvalCap.evaluate()'s recipe: PTBTokenizer on gts and res, then each scorer."
+    tok = PTBTokenizer()
+    gts = tok.tokenize({k: [{'caption': c} for c in v] for k, v in refs.items()})
+    res = tok.tokenize({k: [{'caption': model_like[k]}] for k in refs})
+    direct = dict(zip(('BLEU-1', 'BLEU-2', 'BLEU-3', 'BLEU-4'), Bleu(4).compute_score(gts, res, verbose=0)[0]))
+    m = Meteor()
+    direct['METEOR'] = m.compute_score(gts, res)[0]
+    del m
+    direct['ROUGE-L'] = Rouge().compute_score(gts, res)[0]
+    direct['CIDEr'] = Cider().compute_score(gts, res)[0]
+    assert ours == pytest.approx(direct, rel=0, abs=0)
+
+
+def test_perfect_prediction(refs):
+    perfect = {k: v[0] for k, v in refs.items()}
+    s = ev.score_captions(perfect, refs, ALL)
+    for n in (1, 2, 3, 4): assert s[f'BLEU-{n}'] == pytest.approx(1.0, abs=1e-6)
+    assert s['METEOR'] > 0.9
+    assert s['ROUGE-L'] == pytest.approx(1.0)
+
+
+def test_wrong_captions_score_lower(refs, ours):
+    keys = list(refs)
+    wrong = {k: refs[keys[(i + 3) % len(keys)]][0] for i, k in enumerate(keys)}   # another image's caption
+    s = ev.score_captions(wrong, refs, ('bleu', 'rouge', 'cider'))
+    for k in s: assert s[k] < ours[k], k
+
+
+def test_tokenizer_fallback_without_writable_package_dir(monkeypatch, refs):
+    want = ev.ptb_tokenize(refs)
+    monkeypatch.setattr(ev, '_ptb_dir_writable', lambda: False)
+    assert ev.ptb_tokenize(refs) == want
+
+
+def test_python_tokenizer_matches_ptb_on_fixture_captions(flickr):
+    coco = read_karpathy(FIXTURES/'dataset_coco_mini.json', image_root=FIXTURES, check=False)
+    caps = [c for d in (flickr, coco) for r in d for c in r.raw]
+    caps += ["It isn't the dogs' ball: 1,000 balls... 'no'!", 'A "big" (brown) dog; the man cannot see it.']
+    assert [ev.simple_tokenize(c) for c in caps] == ev.ptb_tokenize({0: caps})[0]
+
+
+def test_java_missing_is_one_clear_line(monkeypatch, refs):
+    perfect = {k: v[0] for k, v in refs.items()}
+    monkeypatch.setattr(ev, 'find_java', lambda: None)
+    with pytest.raises(ev.JavaMissingError) as e:
+        ev.score_captions(perfect, refs)
+    msg = str(e.value)
+    assert 'METEOR needs Java' in msg and 'apt-get install default-jre-headless' in msg and '\n' not in msg
+    with pytest.raises(ev.JavaMissingError, match='PTB tokenizer'):
+        ev.score_captions(perfect, refs, ('bleu',))
+    s = ev.score_captions(perfect, refs, ('bleu', 'rouge', 'cider'), tokenizer='python')   # no Java needed
+    assert s['BLEU-4'] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_bad_inputs(refs):
+    with pytest.raises(ev.EvaluationError, match='no prediction'):
+        ev.score_captions({}, refs)
+    some = dict(list(refs.items())[:2])
+    with pytest.raises(ev.EvaluationError, match='have no prediction'):
+        ev.score_captions({k: 'a' for k in list(some)[:1]}, some)
+    with pytest.raises(ev.EvaluationError, match="unknown tokenizer 'nltk'"):
+        ev.score_captions({k: 'a' for k in some}, some, ('bleu',), tokenizer='nltk')
+
+
+def test_spice_skipped_with_warning_when_unavailable(refs):
+    if ev.spice_available(): pytest.skip('SPICE can run here')
+    some = dict(list(refs.items())[:2])
+    with pytest.warns(UserWarning, match='SPICE skipped'):
+        s = ev.score_captions({k: v[0] for k, v in some.items()}, some, ('bleu', 'spice'), tokenizer='python')
+    assert 'SPICE' not in s and 'BLEU-4' in s
+
+
+def test_compare_with_paper():
+    s = {'BLEU-1': 0.6, 'BLEU-2': 0.4, 'BLEU-3': 0.3, 'BLEU-4': 0.2, 'METEOR': 0.19, 'ROUGE-L': 0.45, 'CIDEr': 0.5}
+    md = ev.compare_with_paper(s, 'Flickr8k', 'hard')
+    assert '| BLEU-4 | 20.00 | 21.30 | -1.30 |' in md
+    assert '| CIDEr | 50.00 | – | – |' in md
+    md = ev.compare_with_paper(s, 'shapes', 'soft')
+    assert 'paper' not in md.splitlines()[0] and 'no row for shapes' in md and '| BLEU-4 | 20.00 |' in md
+    assert ev.paper_row('coco', 'hard')['METEOR'] == 23.04
+    with pytest.raises(ev.EvaluationError):
+        ev.paper_row('coco', 'medium')
+
+
+def test_evaluate_split_with_attention_and_report(tmp_path, flickr):
+    "Shapes-like records with objects and a captioner returning (words, alphas): scores, correctness, report."
+    from show_attend_tell.data import CaptionRecord
+    recs = [CaptionRecord(f'{i}.png', 'test', [['a', 'red', 'circle']], ['a red circle'], i,
+                          [{'shape': 'circle', 'color': 'red', 'size': 'small', 'box': [0.0, 0.0, 0.5, 0.5]}]) for i in range(3)]
+    recs.append(CaptionRecord('x.png', 'train', [['a', 'star']], ['a star'], 9, None))
+    def caption_fn(idxs):                      # uniform attention: mass = area of the box = 0.25
+        return [(['a', 'red', 'circle'], np.full((3, 196), 1/196)) for _ in idxs]
+    res = ev.evaluate_split(caption_fn, recs, 'test', metrics=('bleu',), tokenizer='python', progress=False)
+    assert res['n_images'] == 3 and res['scores']['BLEU-1'] == pytest.approx(1.0)
+    c = res['attention_correctness']
+    assert c['n_words'] == 3 and c['mass'] == pytest.approx(0.25) and c['uniform_mass'] == pytest.approx(0.25)
+    paths = ev.write_report(res, tmp_path/'out', dataset='shapes', attention='soft', meta={'beam_size': 3})
+    doc = json.loads(paths['json'].read_text())
+    assert doc['paper_table1'] is None and doc['meta'] == {'split': 'test', 'n_images': 3, 'beam_size': 3}
+    assert doc['attention_correctness']['n_words'] == 3 and len(doc['captions']) == 3
+    md = paths['md'].read_text()
+    assert 'no row for shapes' in md and 'Attention correctness' in md and '25.0%' in md
+    assert sorted(p.name for p in (tmp_path/'out').iterdir()) == ['evaluation.json', 'evaluation.md']
