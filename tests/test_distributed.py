@@ -1,0 +1,96 @@
+"Data-parallel training on 2 CPU processes (gloo): the ranks share the batches, agree on the weights, and learn."
+import json, os, socket, subprocess, sys
+from pathlib import Path
+import pytest, torch
+import torch.multiprocessing as mp
+
+sys.path.insert(0, str(Path(__file__).parent/'fixtures'))
+from standin_encoder import TinyEncoder  # noqa: E402
+from show_attend_tell import training as T  # noqa: E402
+from show_attend_tell.config import preset  # noqa: E402
+from show_attend_tell.data import prepare, load_prepared, get_dls  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))
+from test_training import HAVE_DECODER  # noqa: E402  (installs the stand-in model until the real decoder exists)
+
+CFG = dict(embed_dim=16, hidden_dim=48, attn_dim=16, batch_size=16, epochs=3, lr=5e-3, bleu_every=3)
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    out = tmp_path_factory.mktemp('shapes')/'data'
+    return prepare('shapes', out=out, encoder=TinyEncoder(), n_train=40, n_val=8, n_test=4, progress=False)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def test_sharded_plan_splits_every_epoch(shapes):
+    "Each rank gets a different share of each epoch's batch plan; together they cover it; all run the same number of steps."
+    data, vocab, cache = load_prepared(shapes)
+    dl = get_dls(data, vocab, cache=cache, bs=16, seed=3).train
+    for epoch in (0, 1):
+        full = dl.plan(epoch)
+        shards = []
+        for r in range(3):
+            s = T.shard_dl(dl, r, 3); s.epoch = epoch
+            idxs = s.get_idxs()
+            shards.append(s.epoch_batches)
+            assert idxs == [i for b in s.epoch_batches for i in b] and list(s.sample()) == s.epoch_batches
+            assert len(shards[-1]) == len(s)
+        assert len({len(p) for p in shards}) == 1
+        got = [tuple(b) for p in shards for b in p]
+        assert set(got) == {tuple(b) for b in full} and len(got) - len(full) < 3      # padding: fewer than N repeats
+        assert not set(map(tuple, shards[0])) & set(map(tuple, shards[1]))
+
+
+def _worker(rank, world, port, data, out, attention):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    seen = []
+    from fastai.callback.core import Callback
+    class Spy(Callback):
+        def before_batch(self):
+            if self.training: seen.append(float(self.xb[0].sum()))
+    learn = T.train(preset('tiny', attention=attention, **CFG), data, out, device='cpu', progress=False, cbs=[Spy()])
+    torch.save({'weights': {k: v.clone() for k, v in T.unwrap(learn.model).state_dict().items()},
+                'steps': len(seen), 'seen': seen, 'baseline': learn.loss_func.baseline}, Path(out)/f'rank{rank}.pt')
+
+
+@pytest.mark.parametrize('attention', ['soft', 'hard'])
+def test_two_process_gloo_training(shapes, tmp_path, attention):
+    out = tmp_path/'ddp'
+    mp.spawn(_worker, args=(2, _free_port(), str(shapes), str(out), attention), nprocs=2, join=True)
+    r0, r1 = (torch.load(out/f'rank{r}.pt', weights_only=True) for r in (0, 1))
+    for k, v in r0['weights'].items(): assert torch.equal(v, r1['weights'][k]), k       # the ranks agree
+    assert r0['steps'] == r1['steps'] and r0['seen'] != r1['seen']                       # same steps, other batches
+    assert r0['baseline'] == r1['baseline']
+    hist = json.loads((out/'log.json').read_text())['history']
+    assert len(hist) == 3 and hist[-1]['valid_loss'] < 0.9 * hist[0]['valid_loss']       # it learns
+    last = torch.load(out/'last.pth', weights_only=True)                                 # rank 0 wrote the checkpoint
+    for k, v in last['model'].items(): assert torch.equal(v, r0['weights'][k])
+    # one epoch of 2 processes takes about half the steps of one process
+    data, vocab, cache = load_prepared(shapes)
+    n = len(get_dls(data, vocab, cache=cache, bs=16).train)
+    assert r0['steps'] == 3 * -(-n // 2)
+
+
+def test_torchrun_launch_command(shapes, tmp_path):
+    "The documented launch: torchrun --nproc_per_node=2 -m show_attend_tell.training DATA …"
+    out = tmp_path/'tr'
+    cfg = tmp_path/'c.json'; cfg.write_text(json.dumps({**CFG, 'epochs': 2}))
+    if HAVE_DECODER: entry = ['-m', 'show_attend_tell.training']
+    else:                       # the same sat_train, with the stand-in model of test_training installed first
+        launcher = tmp_path/'launch.py'
+        launcher.write_text(f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_training\n"
+                            "from show_attend_tell.training import sat_train; sat_train()\n")
+        entry = [str(launcher)]
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', *entry,
+           str(shapes), '--out', str(out), '--config', str(cfg), '--device', 'cpu', '--quiet']
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('checkpoints:') == 1 and str(out/'last.pth') in r.stdout        # rank 0 reports
+    hist = json.loads((out/'log.json').read_text())['history']
+    assert len(hist) == 2 and hist[-1]['valid_loss'] < hist[0]['valid_loss']

@@ -1,0 +1,376 @@
+"Decoding: greedy, sampling and batched beam search against the per-image reference; `caption` and `sat_caption`."
+import math, subprocess, sys, textwrap
+import pytest, torch
+from show_attend_tell.inference import (greedy_decode, sample_decode, beam_search, beam_search_single,
+                                        caption, find_images, read_image, CaptionError, Caption)
+from show_attend_tell.data import PAD, START, END, Vocab
+
+from show_attend_tell.config import preset
+try: from show_attend_tell.decoder import ShowAttendTell
+except ImportError: ShowAttendTell = None      # until 04_decoder exists: the stand-in below
+try: from show_attend_tell.encoder import get_encoder
+except ImportError: get_encoder = None         # until 02_encoder exists: TinyEncoder below
+
+
+# ---------------------------------------------------------------------------------------------------------
+# models
+
+class StandIn(torch.nn.Module):
+    "A small LSTM + additive attention with the step API (used only until the real decoder exists)."
+    def __init__(self, V, D, H=32):
+        super().__init__()
+        self.emb, self.cell = torch.nn.Embedding(V, 16), torch.nn.LSTMCell(16 + D, H)
+        self.init_h, self.init_c = torch.nn.Linear(D, H), torch.nn.Linear(D, H)
+        self.att_f, self.att_h, self.att_w = torch.nn.Linear(D, 16), torch.nn.Linear(H, 16), torch.nn.Linear(16, 1)
+        self.out = torch.nn.Linear(H + D + 16, V)
+        self.feat_dim = D
+    def init_state(self, feats, feat_mask=None):
+        if feat_mask is None: feat_mask = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
+        m = (feats * feat_mask[..., None]).sum(1) / feat_mask.sum(1, keepdim=True)
+        return dict(h=self.init_h(m).tanh(), c=self.init_c(m).tanh(), feats=feats, proj=self.att_f(feats), mask=feat_mask)
+    def reorder_state(self, state, index): return {k: v.index_select(0, index) for k, v in state.items()}
+    def step(self, prev, state):
+        e = self.att_w((state['proj'] + self.att_h(state['h'])[:, None]).tanh()).squeeze(-1)
+        alpha = e.masked_fill(~state['mask'], float('-inf')).softmax(-1)
+        z = (alpha[..., None] * state['feats']).sum(1)
+        x = self.emb(prev)
+        h, c = self.cell(torch.cat([x, z], -1), (state['h'], state['c']))
+        logp = self.out(torch.cat([h, z, x], -1)).log_softmax(-1)
+        return logp, alpha, dict(state, h=h, c=c)
+
+
+class Peaked(torch.nn.Module):
+    "Sharpen a step-API model's word distribution and add end_bias + end_slope·t to its <end> logit (varied lengths)."
+    def __init__(self, model, sharpness=1.0, end_bias=0.0, end_slope=0.0):
+        super().__init__()
+        self.model, self.sharpness, self.end_bias, self.end_slope = model, sharpness, end_bias, end_slope
+    def init_state(self, feats, feat_mask=None):
+        self.t = 0
+        return self.model.init_state(feats, feat_mask)
+    def reorder_state(self, state, index): return self.model.reorder_state(state, index)
+    def step(self, prev, state):
+        logp, alpha, state = self.model.step(prev, state)
+        logp = self.sharpness * logp
+        logp[:, END] += self.end_bias + self.end_slope * self.t
+        self.t += 1
+        return logp.log_softmax(-1), alpha, state
+
+
+class Spy(torch.nn.Module):
+    "Record every batch of previous words a step-API model is fed."
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.fed = model, []
+    def init_state(self, feats, feat_mask=None): return self.model.init_state(feats, feat_mask)
+    def reorder_state(self, state, index): return self.model.reorder_state(state, index)
+    def step(self, prev, state):
+        self.fed.append(prev.tolist())
+        return self.model.step(prev, state)
+
+
+class Bigram(torch.nn.Module):
+    "p(y_t | y_{t-1}) from a table (exact scores by hand); alpha depends on the annotations and the previous word."
+    def __init__(self, probs):
+        super().__init__()
+        self.register_buffer('logp', torch.tensor(probs, dtype=torch.float64).log())
+    def init_state(self, feats, feat_mask=None): return {'feats': feats.double()}
+    def reorder_state(self, state, index): return {k: v.index_select(0, index) for k, v in state.items()}
+    def step(self, prev, state):
+        return self.logp[prev], (state['feats'][..., 0] * (1 + prev[:, None])).softmax(-1), state
+
+
+def real_model(seed, V=50, D=24, attention='soft', sharpness=8.0, end_bias=-4.0, end_slope=1.0, double=True):
+    "A random decoder (the real one when it exists), sharpened, in float64 so that batch size cannot flip a choice."
+    torch.manual_seed(seed)
+    if ShowAttendTell is not None:
+        m = ShowAttendTell(preset('tiny', attention=attention, hidden_dim=64, embed_dim=32, attn_dim=32), vocab_size=V, feat_dim=D)
+    else: m = StandIn(V, D)
+    if double: m = m.double()
+    return Peaked(m, sharpness, end_bias, end_slope).eval()
+
+
+def random_feats(B, L=16, D=24, seed=0, double=True):
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(B, L, D, generator=g)
+    return f.double() if double else f
+
+
+def table_score(probs, ids, finished):
+    "log p of a caption under a bigram table, <end> included when the caption finished."
+    seq = [START] + ids + ([END] if finished else [])
+    return sum(math.log(probs[a][b]) for a, b in zip(seq, seq[1:]))
+
+
+#          pad start end  unk   a    b    c    d
+CHAIN = [[0,   0,    1,   0,   0,   0,   0,   0],     # <pad>
+         [0,   0,    0,   0,   .7,  .3,  0,   0],     # <start> → a | b
+         [0,   0,    1,   0,   0,   0,   0,   0],     # <end>
+         [0,   0,    1,   0,   0,   0,   0,   0],     # <unk>
+         [0,   0,    .5,  0,   0,   0,   .3,  .2],    # a → <end> | c | d
+         [0,   0,    .2,  0,   0,   0,   .8,  0],     # b → <end> | c
+         [0,   0,    .2,  0,   0,   0,   0,   .8],    # c → <end> | d
+         [0,   0,    .8,  0,   0,   0,   .2,  0]]     # d → <end> | c
+A, B_, C, D_ = 4, 5, 6, 7
+
+
+# ---------------------------------------------------------------------------------------------------------
+# greedy, sampling, beam 1
+
+@pytest.mark.parametrize('seed', [0, 1, 2, 3])
+def test_beam_1_is_greedy(seed):
+    model, feats = real_model(seed), random_feats(7, seed=seed)
+    g = greedy_decode(model, feats, max_len=15)
+    b = beam_search(model, feats, beam_size=1, max_len=15)
+    assert [r['ids'] for r in b] == [r['ids'] for r in g]
+    assert [r['finished'] for r in b] == [r['finished'] for r in g]
+    for x, y in zip(b, g):
+        assert x['score'] == pytest.approx(y['score'], abs=1e-9)
+        assert torch.allclose(x['alphas'], y['alphas'])
+    assert len({len(r['ids']) for r in g}) > 1, "the fixture should give captions of several lengths"
+    assert any(r['finished'] for r in g)
+
+
+def test_greedy_is_argmax_of_the_model_and_scores_add_up():
+    model, feats = real_model(5), random_feats(3, seed=5)
+    for i, r in enumerate(greedy_decode(model, feats, max_len=12)):
+        state = model.init_state(feats[i:i+1])
+        prev, total = torch.tensor([START]), 0.0
+        for t, w in enumerate(r['ids'] + ([END] if r['finished'] else [])):
+            logp, alpha, state = model.step(prev, state)
+            logp[:, [PAD, START]] = float('-inf')
+            assert logp.argmax(-1).item() == w
+            if t < len(r['ids']): assert torch.allclose(alpha[0].float(), r['alphas'][t])
+            total += logp[0, w].item(); prev = torch.tensor([w])
+        assert r['score'] == pytest.approx(total, abs=1e-9)
+
+
+def test_sampling_reproducible_and_temperature():
+    model, feats = real_model(6, sharpness=1.0, end_bias=0.0, end_slope=0.0), random_feats(5, seed=6)
+    gen = lambda s: torch.Generator().manual_seed(s)
+    a = sample_decode(model, feats, max_len=10, generator=gen(0))
+    assert [r['ids'] for r in a] == [r['ids'] for r in sample_decode(model, feats, max_len=10, generator=gen(0))]
+    assert [r['ids'] for r in a] != [r['ids'] for r in sample_decode(model, feats, max_len=10, generator=gen(1))]
+    cold = sample_decode(model, feats, temperature=1e-6, max_len=10, generator=gen(2))
+    assert [r['ids'] for r in cold] == [r['ids'] for r in greedy_decode(model, feats, max_len=10)]
+    for r in a:
+        assert r['alphas'].shape == (len(r['ids']), feats.shape[1])
+        assert not {PAD, START, END} & set(r['ids'])
+    with pytest.raises(ValueError, match='temperature'): sample_decode(model, feats, temperature=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# batched beam == per-image beam
+
+@pytest.mark.parametrize('k', [3, 5])
+@pytest.mark.parametrize('seed', [0, 1])
+def test_batched_beam_equals_per_image(k, seed):
+    model, feats = real_model(10 + seed), random_feats(9, seed=seed)
+    mask = torch.ones(feats.shape[:2], dtype=torch.bool)
+    for i in range(0, 9, 3): mask[i, 16 - 2 * i:] = False        # some images have fewer real locations
+    spy = Spy(model)
+    batched = beam_search(spy, feats, mask, beam_size=k, max_len=20, n_best=k)
+    lengths = {len(r['ids']) for r in batched}
+    assert len(lengths) > 1, "images should stop at different steps"
+    n_rows = [len(f) for f in spy.fed]
+    assert n_rows[0] == 9 and max(n_rows) <= 9 * k and n_rows[-1] < n_rows[1], "one step for all images × beams, shrinking"
+    for i, r in enumerate(batched):
+        ref = beam_search_single(model, feats[i], mask[i], beam_size=k, max_len=20, n_best=k)
+        assert r['ids'] == ref['ids'], f"image {i}"
+        assert r['score'] == pytest.approx(ref['score'], abs=1e-9)
+        assert [h['ids'] for h in r['n_best']] == [h['ids'] for h in ref['n_best']]
+        assert torch.allclose(r['alphas'], ref['alphas'])
+        if len(r['ids']) and (~mask[i]).any(): assert r['alphas'][:, ~mask[i]].abs().max() == 0, "masked locations get no attention"
+
+
+def test_hard_attention_model_decodes_deterministically():
+    "In eval mode a hard-attention model uses its expected context: decoding is repeatable, batched == per image."
+    model, feats = real_model(50, attention='hard'), random_feats(5, seed=50)
+    a = beam_search(model, feats, beam_size=3, max_len=12)
+    assert [r['ids'] for r in a] == [r['ids'] for r in beam_search(model, feats, beam_size=3, max_len=12)]
+    assert [r['ids'] for r in a] == [beam_search_single(model, f, beam_size=3, max_len=12)['ids'] for f in feats]
+    assert [r['ids'] for r in beam_search(model, feats, beam_size=1, max_len=12)] == [r['ids'] for r in greedy_decode(model, feats, max_len=12)]
+
+
+def test_beam_beats_or_matches_greedy_in_model_score():
+    model, feats = real_model(20, sharpness=3.0), random_feats(8, seed=20)
+    g = greedy_decode(model, feats, max_len=15)
+    b = beam_search(model, feats, beam_size=5, max_len=15)
+    assert sum(x['score'] >= y['score'] - 1e-9 for x, y in zip(b, g)) >= 7
+    assert sum(x['score'] > y['score'] + 1e-6 for x, y in zip(b, g)) >= 1, "a wider beam should find better captions somewhere"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# <end>, max_len, length normalisation, alphas: on a model whose scores we know
+
+def test_finished_hypothesis_is_not_extended():
+    spy, feats = Spy(Bigram(CHAIN)), torch.randn(2, 5, 3)
+    for batched in (True, False):
+        spy.fed = []
+        if batched: res = beam_search(spy, feats, beam_size=3, max_len=8, n_best=3)
+        else: res = [beam_search_single(spy, f, beam_size=3, max_len=8, n_best=3) for f in feats]
+        assert END not in sum(spy.fed, []), "<end> must never be fed back: finished hypotheses leave the beam"
+        # only 2 first words are possible, so the batched grid has one empty slot (fed <pad>) on the second step only
+        assert [PAD in f for f in spy.fed] == [False, batched] + [False] * (len(spy.fed) - 2)
+        for r in res:
+            assert r['ids'] == [A] and r['finished']
+            # 'a <end>' finished at step 2: its score is exactly what it was then, log(.7 × .5)
+            assert r['score'] == pytest.approx(math.log(.7 * .5), abs=1e-12)
+            assert len(r['n_best']) == 3
+            for h in r['n_best']:
+                assert END not in h['ids'] and PAD not in h['ids']
+                assert h['score'] == pytest.approx(table_score(CHAIN, h['ids'], h['finished']), abs=1e-12)
+                assert h['alphas'].shape == (len(h['ids']), 5)
+
+
+def test_search_stops_when_no_live_hypothesis_can_win():
+    "With k finished and the live ones below them, the search ends early (steps < max_len)."
+    spy = Spy(Bigram(CHAIN))
+    beam_search(spy, torch.randn(1, 5, 3), beam_size=2, max_len=30)
+    assert len(spy.fed) < 10
+
+
+@pytest.mark.parametrize('k', [1, 3])
+def test_max_len_without_end_still_returns_a_caption(k):
+    never_end = [row[:] for row in CHAIN]
+    for row in never_end[1:]: row[END] = 0.0                        # <end> impossible after any word
+    never_end[A] = [0, 0, 0, 0, 0, 0, .6, .4]
+    never_end[B_] = [0, 0, 0, 0, 0, 0, 1., 0]
+    never_end[C] = [0, 0, 0, 0, .1, 0, 0, .9]
+    never_end[D_] = [0, 0, 0, 0, .5, 0, .5, 0]
+    model, feats = Bigram(never_end), torch.randn(3, 5, 3)
+    for r in beam_search(model, feats, beam_size=k, max_len=6, n_best=2) + greedy_decode(model, feats, max_len=6):
+        assert len(r['ids']) == 6 and not r['finished']
+        assert r['alphas'].shape == (6, 5)
+        assert r['score'] == pytest.approx(table_score(never_end, r['ids'], False), abs=1e-12)
+
+
+def test_length_normalisation_changes_the_ranking():
+    model, feats = Bigram(CHAIN), torch.randn(1, 5, 3)
+    raw = beam_search(model, feats, beam_size=3, max_len=8)[0]
+    normed = beam_search(model, feats, beam_size=3, max_len=8, length_norm=1.0)[0]
+    assert raw['ids'] == [A]                                          # p = .35, the most likely caption
+    assert normed['ids'] == [B_, C, D_]                                # .3·.8·.8·.8 over 4 tokens beats .35 over 2
+    assert normed['norm_score'] == pytest.approx(math.log(.3 * .8 ** 3) / 4, abs=1e-12)
+    assert normed['score'] < raw['score'] and normed['norm_score'] > raw['score'] / 2
+    single = beam_search_single(model, feats[0], beam_size=3, max_len=8, length_norm=1.0)
+    assert single['ids'] == normed['ids']
+
+
+def test_alphas_one_row_per_word_and_rows_sum_to_one():
+    model, feats = real_model(30), random_feats(6, seed=30)
+    for rs in (beam_search(model, feats, beam_size=4, max_len=12, n_best=4), greedy_decode(model, feats, max_len=12)):
+        for r in rs:
+            for h in r.get('n_best', [r]):
+                assert h['alphas'].shape == (len(h['ids']), feats.shape[1])
+                if len(h['ids']): assert torch.allclose(h['alphas'].sum(-1), torch.ones(len(h['ids'])), atol=1e-5)
+
+
+def test_decoding_restores_training_mode_and_checks_args():
+    model = real_model(0)
+    model.train()
+    beam_search(model, random_feats(2), beam_size=2, max_len=3)
+    assert model.training
+    with pytest.raises(ValueError, match='beam_size'): beam_search(model, random_feats(2), beam_size=0)
+    with pytest.raises(ValueError, match='max_len'): greedy_decode(model, random_feats(2), max_len=0)
+    with pytest.raises(ValueError, match=r'\(B, L, D\)'): beam_search(model, random_feats(2)[0])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# caption() and sat_caption
+
+class TinyEncoder(torch.nn.Module):
+    "Stand-in encoder (until show_attend_tell.encoder exists): 32×32 input, 4×4 grid of 24-d annotations."
+    feat_dim, grid_size = 24, 4
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 24, 3, padding=1)
+    def transform(self, im):
+        import numpy as np
+        return torch.from_numpy(np.asarray(im.resize((32, 32)), dtype='float32') / 255).permute(2, 0, 1)
+    def forward(self, x): return torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 4).flatten(2).transpose(1, 2)
+
+
+@pytest.fixture(scope='module')
+def captioner():
+    torch.manual_seed(0)
+    enc = get_encoder('efficientnet_lite0') if get_encoder is not None else TinyEncoder()
+    model = real_model(40, D=enc.feat_dim, double=False)
+    return dict(model=model, vocab=Vocab(['<pad>', '<start>', '<end>', '<unk>'] + [f'w{i}' for i in range(46)]), encoder=enc)
+
+
+@pytest.fixture(scope='module')
+def image_dir(tmp_path_factory):
+    from PIL import Image
+    import skimage.data
+    d = tmp_path_factory.mktemp('imgs')
+    Image.fromarray(skimage.data.chelsea()).save(d/'chelsea.jpg')
+    Image.fromarray(skimage.data.coffee()).resize((200, 150)).save(d/'coffee.png')
+    Image.fromarray(skimage.data.astronaut()).resize((120, 120)).save(d/'Astronaut.JPEG')
+    (d/'notes.txt').write_text('not an image')
+    return d
+
+
+def test_caption_folder_files_and_pil_agree(captioner, image_dir):
+    from PIL import Image
+    caps = caption(image_dir, **captioner, beam_size=3, max_len=12)
+    assert len(caps) == 3, "a folder gives its JPEG/PNG files (any case), not other files"
+    files = sorted(image_dir.glob('*.[jJpP]*[gG]'))
+    assert find_images(image_dir) == files
+    for c in caps:
+        assert isinstance(c, Caption) and c.text == ' '.join(c.words) and len(c.words) > 0
+        assert c.alphas.shape == (len(c.words), captioner['encoder'].grid_size ** 2)
+    by_path = caption([str(f) for f in files], **captioner, beam_size=3, max_len=12, batch_size=2)
+    by_pil = caption([Image.open(f) for f in files], **captioner, beam_size=3, max_len=12)
+    assert [c.text for c in by_path] == [c.text for c in caps] == [c.text for c in by_pil]
+    # the same as beam search on the encoder's features
+    enc = captioner['encoder']
+    feats = enc(torch.stack([enc.transform(read_image(f)) for f in files]))
+    ref = beam_search(captioner['model'], feats, beam_size=3, max_len=12)
+    assert [c.words for c in caps] == [captioner['vocab'].decode(r['ids']) for r in ref]
+
+
+def test_caption_errors_name_the_file(captioner, image_dir, tmp_path):
+    with pytest.raises(CaptionError, match='missing.jpg: no such file'): caption(tmp_path/'missing.jpg', **captioner)
+    (tmp_path/'fake.jpg').write_text('hello')
+    with pytest.raises(CaptionError, match='fake.jpg: not a readable image'): caption(tmp_path/'fake.jpg', **captioner)
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(CaptionError, match='empty: folder has no JPEG or PNG'): caption(tmp_path/'empty', **captioner)
+    with pytest.raises(CaptionError, match='missing.pth does not exist'): caption(image_dir, tmp_path/'missing.pth')
+    with pytest.raises(CaptionError, match='encoder'): caption(image_dir, model=captioner['model'], vocab=captioner['vocab'])
+    bad = real_model(0, D=7, double=False)
+    bad.feat_dim = 7
+    with pytest.raises(CaptionError, match=f"{captioner['encoder'].feat_dim}-d annotations but the model expects 7-d"):
+        caption(image_dir, model=bad, vocab=captioner['vocab'], encoder=captioner['encoder'])
+
+
+def test_read_image_applies_exif_orientation(tmp_path):
+    from PIL import Image
+    im = Image.new('RGB', (40, 20), 'red')
+    exif = im.getexif(); exif[0x0112] = 6                             # "rotate 90° clockwise to display"
+    im.save(tmp_path/'rot.jpg', exif=exif)
+    assert read_image(tmp_path/'rot.jpg').size == (20, 40)
+
+
+def run_cli(tmp_path, *args):
+    "Run sat_caption as its console-script entry point does (a top-level call in a script)."
+    script = tmp_path/'entry.py'
+    script.write_text('from show_attend_tell.inference import sat_caption\nsat_caption()\n')
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_one_line_errors(tmp_path, image_dir):
+    (tmp_path/'fake.png').write_bytes(b'\x89PNG not really')
+    (tmp_path/'ckpt.pth').write_bytes(b'')
+    cases = [((tmp_path/'nope.jpg', '--checkpoint', tmp_path/'ckpt.pth'), 'nope.jpg: no such file or folder'),
+             ((image_dir, tmp_path/'fake.png', '--checkpoint', tmp_path/'ckpt.pth'), 'fake.png: not a readable image'),
+             ((image_dir,), '--checkpoint is required'),
+             ((image_dir, '--checkpoint', tmp_path/'missing.pth'), 'missing.pth does not exist'),
+             ((image_dir, '--checkpoint', tmp_path/'ckpt.pth'), 'ckpt.pth is not a readable checkpoint'),
+             ((image_dir, '--checkpoint', tmp_path/'ckpt.pth', '--beam_size', '0'), '--beam_size must be at least 1')]
+    for args, msg in cases:
+        r = run_cli(tmp_path, *args)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith('error: ') and msg in r.stderr and r.stderr.count('\n') == 1, r.stderr
+        assert r.stdout == ''
+    r = run_cli(tmp_path, '--help')
+    assert r.returncode == 0 and '--beam_size' in r.stdout and '--attention_dir' in r.stdout
