@@ -5,31 +5,37 @@
 # %% auto #0
 __all__ = ['fail', 'run_demo', 'sat_demo']
 
-# %% ../nbs/09_cli.ipynb #25de5557
+# %% ../nbs/09_cli.ipynb #c6f9c60c
 import sys
+from pathlib import Path
 from fastcore.script import call_parse
 from .config import preset, get_device, ConfigError
+from .data import make_shapes, read_karpathy, DataError
 
-# %% ../nbs/09_cli.ipynb #1a7260ad
+# %% ../nbs/09_cli.ipynb #edfc9d30
 def fail(msg:str, code:int=2):
     "End a console script with a one-line error on stderr."
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(code)
 
-# %% ../nbs/09_cli.ipynb #69291c00
-def run_demo(preset_name:str='tiny', attention:str='soft', device:str='auto'):
-    "Run the embedded Shapes pipeline end to end; returns the run's config."
+# %% ../nbs/09_cli.ipynb #5e8b6c2c
+def run_demo(preset_name:str='tiny', attention:str='soft', device:str='auto',
+             out:str='demo_out', n_train:int=2000, n_val:int=200, n_test:int=200, progress:bool=True):
+    "Run the embedded Shapes pipeline (for now: generate the data); returns the config and the dataset."
     cfg = preset(preset_name, attention=attention)
     dev = get_device(device)
     print(f"show_attend_tell demo: preset={cfg.name} attention={cfg.attention} device={dev}")
+    js = make_shapes(Path(out)/'shapes', n_train=n_train, n_val=n_val, n_test=n_test, seed=cfg.seed, progress=progress)
+    data = read_karpathy(js)
+    print(f"data: {data!r}\n      written to {js}")
     print(f"decoder: LSTM {cfg.hidden_dim}, embedding {cfg.embed_dim}, attention MLP {cfg.attn_dim}, {cfg.num_locations} locations")
-    return cfg
+    return cfg, data
 
-# %% ../nbs/09_cli.ipynb #46e43bff
+# %% ../nbs/09_cli.ipynb #02bdba56
 @call_parse
 def sat_demo(preset_name:str='tiny', # config preset
              attention:str='soft', # soft | hard
              device:str='auto'): # 'auto', 'cpu' or 'cuda'
     "Console script: `run_demo` with one-line errors."
     try: run_demo(preset_name, attention, device)
-    except (ConfigError, RuntimeError) as e: fail(str(e))
+    except (ConfigError, DataError, RuntimeError) as e: fail(str(e))
