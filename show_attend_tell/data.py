@@ -579,7 +579,7 @@ def _usable_images(data, split, cache):
 class CaptionPairs(torch.utils.data.Dataset):
     "The (image, caption) pairs of one split: items are (features (L, D) or image (3, H, W), caption ids (n+2,))."
     def __init__(self, data:CaptionData, split:str, vocab:Vocab,
-                 cache:FeatureCache|None=None, # read features from this cache …
+                 cache=None, # a `FeatureCache` to read features from …
                  encoder=None, # … or return images prepared by `encoder.transform`
                  max_len:int|None=None): # drop captions with more words (training)
         if (cache is None) == (encoder is None): raise ValueError("give exactly one of `cache` and `encoder`")
@@ -679,7 +679,7 @@ class EncodeBatch:
 
 # %% ../nbs/01_data.ipynb #822be562
 def get_dls(data:CaptionData, vocab:Vocab,
-            cache:FeatureCache|None=None, # read features from the cache (the paper's fixed encoder) …
+            cache=None, # read features from the cache (the paper's fixed encoder) …
             encoder=None, # … or load images and prepare them with this encoder
             encode:bool=True, # with `encoder`: turn images into features in each batch (False: batches of images, for fine-tuning)
             bs:int=64, # captions per batch (`Config.batch_size`)
@@ -699,7 +699,7 @@ def get_dls(data:CaptionData, vocab:Vocab,
 # %% ../nbs/01_data.ipynb #04d8c353
 class ImageSet(torch.utils.data.Dataset):
     "The images of one split, once each: items are (features (L, D) or image (3, H, W), image index)."
-    def __init__(self, data:CaptionData, split:str='test', cache:FeatureCache|None=None, encoder=None):
+    def __init__(self, data:CaptionData, split:str='test', cache=None, encoder=None):
         if (cache is None) == (encoder is None): raise ValueError("give exactly one of `cache` and `encoder`")
         self.data, self.cache, self.transform = data, cache, (None if encoder is None else encoder.transform)
         self.image_idx = _usable_images(data, split, cache)
@@ -712,7 +712,7 @@ class ImageSet(torch.utils.data.Dataset):
         "The reference token lists of each item's image."
         return [self.data[i].tokens for i in self.image_idx]
 
-def get_eval_dl(data:CaptionData, split:str='test', cache:FeatureCache|None=None, encoder=None, encode:bool=True,
+def get_eval_dl(data:CaptionData, split:str='test', cache=None, encoder=None, encode:bool=True,
                 bs:int=32, num_workers:int=0, device=None)->FastaiDataLoader:
     "Batches `(inputs, image indices)` over the images of `split`, in order."
     ds = ImageSet(data, split, cache, encoder)
@@ -810,7 +810,7 @@ def prepare_features(data:CaptionData, # the images to encode (every split)
                      num_workers:int=0, # processes reading images
                      progress:bool=True, # show the progress bar and messages
                      on_shard=None # called with the index of each shard once it is on disk
-                    )->FeatureCache:
+                    ):
     "Run `encoder` over every image of `data` and write the sharded float16 feature cache; resumes an interrupted run."
     out = Path(out_dir)
     sig = cache_signature(data, encoder, encoder_name, vocab, shard_size)
