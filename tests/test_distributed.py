@@ -9,8 +9,6 @@ from standin_encoder import TinyEncoder  # noqa: E402
 from show_attend_tell import training as T  # noqa: E402
 from show_attend_tell.config import preset  # noqa: E402
 from show_attend_tell.data import prepare, load_prepared, get_dls  # noqa: E402
-sys.path.insert(0, str(Path(__file__).parent))
-from test_training import HAVE_DECODER  # noqa: E402  (installs the stand-in model until the real decoder exists)
 
 CFG = dict(embed_dim=16, hidden_dim=48, attn_dim=16, batch_size=16, epochs=3, lr=5e-3, bleu_every=3)
 
@@ -81,13 +79,7 @@ def test_torchrun_launch_command(shapes, tmp_path):
     "The documented launch: torchrun --nproc_per_node=2 -m show_attend_tell.training DATA …"
     out = tmp_path/'tr'
     cfg = tmp_path/'c.json'; cfg.write_text(json.dumps({**CFG, 'epochs': 2}))
-    if HAVE_DECODER: entry = ['-m', 'show_attend_tell.training']
-    else:                       # the same sat_train, with the stand-in model of test_training installed first
-        launcher = tmp_path/'launch.py'
-        launcher.write_text(f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_training\n"
-                            "from show_attend_tell.training import sat_train; sat_train()\n")
-        entry = [str(launcher)]
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', *entry,
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m', 'show_attend_tell.training',
            str(shapes), '--out', str(out), '--config', str(cfg), '--device', 'cpu', '--quiet']
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
     assert r.returncode == 0, r.stderr[-3000:]

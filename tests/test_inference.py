@@ -6,38 +6,12 @@ from show_attend_tell.inference import (greedy_decode, sample_decode, beam_searc
 from show_attend_tell.data import PAD, START, END, Vocab
 
 from show_attend_tell.config import preset
-try: from show_attend_tell.decoder import ShowAttendTell
-except ImportError: ShowAttendTell = None      # until 04_decoder exists: the stand-in below
-try: from show_attend_tell.encoder import get_encoder
-except ImportError: get_encoder = None         # until 02_encoder exists: TinyEncoder below
+from show_attend_tell.decoder import ShowAttendTell
+from show_attend_tell.encoder import get_encoder
 
 
 # ---------------------------------------------------------------------------------------------------------
 # models
-
-class StandIn(torch.nn.Module):
-    "A small LSTM + additive attention with the step API (used only until the real decoder exists)."
-    def __init__(self, V, D, H=32):
-        super().__init__()
-        self.emb, self.cell = torch.nn.Embedding(V, 16), torch.nn.LSTMCell(16 + D, H)
-        self.init_h, self.init_c = torch.nn.Linear(D, H), torch.nn.Linear(D, H)
-        self.att_f, self.att_h, self.att_w = torch.nn.Linear(D, 16), torch.nn.Linear(H, 16), torch.nn.Linear(16, 1)
-        self.out = torch.nn.Linear(H + D + 16, V)
-        self.feat_dim = D
-    def init_state(self, feats, feat_mask=None):
-        if feat_mask is None: feat_mask = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
-        m = (feats * feat_mask[..., None]).sum(1) / feat_mask.sum(1, keepdim=True)
-        return dict(h=self.init_h(m).tanh(), c=self.init_c(m).tanh(), feats=feats, proj=self.att_f(feats), mask=feat_mask)
-    def reorder_state(self, state, index): return {k: v.index_select(0, index) for k, v in state.items()}
-    def step(self, prev, state):
-        e = self.att_w((state['proj'] + self.att_h(state['h'])[:, None]).tanh()).squeeze(-1)
-        alpha = e.masked_fill(~state['mask'], float('-inf')).softmax(-1)
-        z = (alpha[..., None] * state['feats']).sum(1)
-        x = self.emb(prev)
-        h, c = self.cell(torch.cat([x, z], -1), (state['h'], state['c']))
-        logp = self.out(torch.cat([h, z, x], -1)).log_softmax(-1)
-        return logp, alpha, dict(state, h=h, c=c)
-
 
 class Peaked(torch.nn.Module):
     "Sharpen a step-API model's word distribution and add end_bias + end_slope·t to its <end> logit (varied lengths)."
@@ -80,11 +54,9 @@ class Bigram(torch.nn.Module):
 
 
 def real_model(seed, V=50, D=24, attention='soft', sharpness=8.0, end_bias=-4.0, end_slope=1.0, double=True):
-    "A random decoder (the real one when it exists), sharpened, in float64 so that batch size cannot flip a choice."
+    "A random ShowAttendTell, sharpened, in float64 so that batch size cannot flip a choice."
     torch.manual_seed(seed)
-    if ShowAttendTell is not None:
-        m = ShowAttendTell(preset('tiny', attention=attention, hidden_dim=64, embed_dim=32, attn_dim=32), vocab_size=V, feat_dim=D)
-    else: m = StandIn(V, D)
+    m = ShowAttendTell(preset('tiny', attention=attention, hidden_dim=64, embed_dim=32, attn_dim=32), vocab_size=V, feat_dim=D)
     if double: m = m.double()
     return Peaked(m, sharpness, end_bias, end_slope).eval()
 
@@ -278,22 +250,10 @@ def test_decoding_restores_training_mode_and_checks_args():
 # ---------------------------------------------------------------------------------------------------------
 # caption() and sat_caption
 
-class TinyEncoder(torch.nn.Module):
-    "Stand-in encoder (until show_attend_tell.encoder exists): 32×32 input, 4×4 grid of 24-d annotations."
-    feat_dim, grid_size = 24, 4
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 24, 3, padding=1)
-    def transform(self, im):
-        import numpy as np
-        return torch.from_numpy(np.asarray(im.resize((32, 32)), dtype='float32') / 255).permute(2, 0, 1)
-    def forward(self, x): return torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 4).flatten(2).transpose(1, 2)
-
-
 @pytest.fixture(scope='module')
 def captioner():
     torch.manual_seed(0)
-    enc = get_encoder('efficientnet_lite0') if get_encoder is not None else TinyEncoder()
+    enc = get_encoder('efficientnet_lite0')
     model = real_model(40, D=enc.feat_dim, double=False)
     return dict(model=model, vocab=Vocab(['<pad>', '<start>', '<end>', '<unk>'] + [f'w{i}' for i in range(46)]), encoder=enc)
 

@@ -1,0 +1,158 @@
+"The model of section 3: attention properties, soft/hard contexts, eq. 14, gradients, step == forward, one-batch overfitting on Shapes."
+import dataclasses
+import pytest, torch
+import torch.nn.functional as F
+from show_attend_tell.config import preset
+from show_attend_tell.data import PAD, START, END, make_shapes, read_karpathy, build_vocab, load_image
+from show_attend_tell.attention import Attention, soft_context, hard_context, doubly_stochastic_penalty
+from show_attend_tell.decoder import ShowAttendTell
+from show_attend_tell.encoder import get_encoder
+
+K, B, L, D = 30, 4, 12, 10
+
+
+def tiny(attention='soft', **kw):
+    return preset('tiny', **{**dict(embed_dim=16, hidden_dim=24, attn_dim=12, dropout=0.0, attention=attention), **kw})
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(B, L, D, generator=g)
+    caps = torch.tensor([[START, 5, 6, 7, 8, END], [START, 9, 10, END, PAD, PAD],
+                         [START, 4, 4, 4, 11, END], [START, 12, END, PAD, PAD, PAD]])
+    mask = torch.ones(B, L, dtype=torch.bool); mask[1, -5:] = False; mask[3, :3] = False
+    return feats, caps, mask
+
+
+def test_alpha_is_a_distribution_over_real_locations_and_beta_a_gate(batch):
+    feats, caps, mask = batch
+    torch.manual_seed(0)
+    out = ShowAttendTell(tiny(), K, D)(feats, caps, feat_mask=mask)
+    real = caps[:, 1:] != PAD
+    assert out['logits'].shape == (B, 5, K) and out['alphas'].shape == (B, 5, L) and out['betas'].shape == (B, 5)
+    assert torch.allclose(out['alphas'].sum(-1), real.float(), atol=1e-6)          # rows sum to 1; padded steps are 0
+    assert (out['alphas'] * ~mask[:, None]).abs().max() == 0                       # masked locations get nothing
+    assert ((out['betas'] > 0) & (out['betas'] < 1)).all()
+    assert torch.equal(ShowAttendTell(tiny(selector=False), K, D)(feats, caps)['betas'], torch.ones(B, 5))
+
+
+def test_soft_context_is_the_alpha_weighted_sum_times_beta(batch):
+    feats, caps, mask = batch
+    torch.manual_seed(0)
+    m = ShowAttendTell(tiny(), K, D)
+    st = m.init_state(feats, mask)
+    x = m.x_gates(m.embed(caps[:, 0]))
+    out = m._lstm(x, st, 'soft')
+    alpha = out['log_alpha'].exp()
+    naive = torch.stack([sum(alpha[b, i] * feats[b, i] for i in range(L)) for b in range(B)])
+    assert torch.allclose(out['z'], out['beta'][:, None] * naive, atol=1e-6)
+    # grouped rows (w per image) read the image's annotations: the same as repeating them per row
+    a2 = torch.rand(B * 3, L).softmax(-1)
+    assert torch.allclose(soft_context(a2, feats), torch.einsum('rl,rld->rd', a2, feats.repeat_interleave(3, 0)), atol=1e-6)
+
+
+def test_hard_sample_logp_is_log_alpha_at_the_sample_and_never_masked(batch):
+    feats, caps, mask = batch
+    torch.manual_seed(0)
+    m = ShowAttendTell(tiny('hard'), K, D).train()
+    out = m(feats, caps, feat_mask=mask)
+    real = caps[:, 1:] != PAD
+    s, logp = out['samples'], out['sample_logp']
+    assert torch.allclose(logp[real], out['alphas'].gather(2, s[..., None]).squeeze(-1)[real].log(), atol=1e-5)
+    assert mask.gather(1, s).all()                                                  # never a masked location
+    a = out['alphas'][real]
+    assert torch.allclose(out['entropy'][real], -(a * a.clamp_min(1e-30).log()).sum(-1), atol=1e-5)
+    assert logp.requires_grad                                                       # REINFORCE needs ∂ log α
+    # the context is the annotation at the sample, for every row
+    att = Attention(D, 24, 12)
+    la = att(att.project(feats), torch.randn(B, 24), mask)
+    z, s1, lp1, _ = hard_context(la, feats)
+    assert torch.equal(z, feats[torch.arange(B), s1]) and torch.equal(lp1, la[torch.arange(B), s1])
+    # evaluation (and attention_mode='expected') uses the expected context: deterministic, no samples
+    m.eval()
+    assert set(m(feats, caps)) == {'logits', 'alphas', 'betas'}
+    assert torch.equal(m(feats, caps)['logits'], m(feats, caps, attention_mode='soft')['logits'])
+    with pytest.raises(ValueError, match="attention_mode"): m(feats, caps, attention_mode='sampled')
+
+
+def test_doubly_stochastic_penalty_is_zero_when_every_location_sums_to_one():
+    alphas = torch.eye(L)[torch.randperm(L)][None]                    # each location exactly once over L steps
+    assert doubly_stochastic_penalty(alphas).item() == 0
+    uniform = torch.full((1, 2 * L, L), 1 / L)                        # 2L steps of α = 1/L: Σ_t α_ti = 2 everywhere
+    assert doubly_stochastic_penalty(uniform).item() == pytest.approx(L * (1 - 2) ** 2)
+    first_half = torch.arange(2 * L)[None] < L                        # only L real steps: Σ_t α_ti = 1 again
+    assert doubly_stochastic_penalty(uniform, mask=first_half).item() == pytest.approx(0, abs=1e-9)
+    assert doubly_stochastic_penalty(uniform, feat_mask=torch.arange(L)[None] < 3).item() == pytest.approx(3.0)
+
+
+def test_gradcheck_soft_attention_float64():
+    torch.manual_seed(0)
+    m = ShowAttendTell(preset('tiny', dropout=0.0), 15, 6).double()
+    feats = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True)
+    caps = torch.tensor([[START, 5, 6, END], [START, 7, END, PAD]])
+    # through the whole model: annotations → attention, context, LSTM, deep output → log-probabilities
+    assert torch.autograd.gradcheck(lambda f: m(f, caps)['logits'].log_softmax(-1), (feats,), eps=1e-6, atol=1e-5)
+    # and with respect to the weights of f_att and of the gate β
+    names = ['attention.feat_proj.weight', 'attention.score.weight', 'beta.weight']
+    params = tuple(dict(m.named_parameters())[n].detach().clone().requires_grad_() for n in names)
+    logits = lambda *ws: torch.func.functional_call(m, dict(zip(names, ws)), (feats.detach(), caps))['logits']
+    assert torch.autograd.gradcheck(logits, params, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize('attention', ['soft', 'hard'])
+def test_step_reproduces_forward_and_reorder_shares_annotations(batch, attention):
+    feats, caps, mask = batch
+    torch.manual_seed(0)
+    m = ShowAttendTell(tiny(attention), K, D).eval()
+    with torch.no_grad():
+        ref = m(feats, caps, feat_mask=mask)
+        ref_logp = ref['logits'].log_softmax(-1)
+        st = m.init_state(feats, mask)
+        rows = torch.arange(B)
+        for t in range(caps.shape[1] - 1):
+            logp, alpha, st = m.step(caps[rows, t], st)
+            real = caps[rows, t + 1] != PAD
+            assert torch.allclose(logp[real], ref_logp[rows, t][real], atol=1e-5)
+            assert torch.allclose(alpha[real], ref['alphas'][rows, t][real], atol=1e-6)
+            if t == 0:    # beam-search-like regrouping: 3 rows per image → annotations kept once per image
+                idx = torch.arange(B).repeat_interleave(3); st = m.reorder_state(st, idx); rows = idx
+                assert st['width'] == 3 and st['feats'].shape[0] == B
+            elif t == 1:  # drop image 1: its rows leave, the others keep their grouping
+                keep = (rows != 1).nonzero().squeeze(1); st = m.reorder_state(st, keep); rows = rows[keep]
+                assert st['width'] == 3 and st['feats'].shape[0] == B - 1
+            elif t == 2:  # an irregular selection falls back to one grid per row
+                idx = torch.tensor([0, 2, 3, 3, 8]); st = m.reorder_state(st, idx); rows = rows[idx]
+                assert st['width'] == 1 and st['feats'].shape[0] == 5
+
+
+def test_tiny_model_overfits_one_batch_of_shapes(tmp_path):
+    "Soft attention on real Shapes images through the default encoder: the caption loss falls by more than 90%."
+    data = read_karpathy(make_shapes(tmp_path, n_train=8, n_val=1, n_test=1))
+    vocab = build_vocab(data)
+    enc = get_encoder()
+    with torch.no_grad():
+        feats = enc(torch.stack([enc.transform(load_image(data.image_path(i))) for i in data.split_indices('train')]))
+    ids = [[START] + vocab.encode(r.tokens[0]) + [END] for r in data.split('train')]
+    T_ = max(map(len, ids))
+    caps = torch.tensor([i + [PAD] * (T_ - len(i)) for i in ids])
+    torch.manual_seed(0)
+    net = ShowAttendTell(preset('tiny', dropout=0.0), len(vocab), enc.feat_dim)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        loss = F.cross_entropy(net(feats, caps)['logits'].transpose(1, 2), caps[:, 1:], ignore_index=PAD)
+        opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+    print(f"one Shapes batch: loss {losses[0]:.3f} -> {losses[-1]:.4f}")
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_images_go_through_the_encoder_without_gradients_when_frozen():
+    enc = get_encoder()
+    m = ShowAttendTell(tiny(), K, enc.feat_dim, encoder=enc)
+    x = torch.randn(2, 3, 224, 224)
+    out = m(x, torch.tensor([[START, 5, END], [START, 6, END]]))
+    assert out['alphas'].shape == (2, 2, 196)
+    out['logits'].sum().backward()
+    assert all(p.grad is None for p in enc.parameters()) and m.embed.weight.grad is not None
+    with pytest.raises(ValueError, match="no encoder"): ShowAttendTell(tiny(), K, D).encode(x)
