@@ -73,8 +73,9 @@ PRESETS = {
     'coco':      dict(dataset='coco'),
     'flickr30k': dict(dataset='flickr30k'),
     'flickr8k':  dict(dataset='flickr8k'),
-    'tiny':      dict(dataset='shapes', vocab_size=100, embed_dim=64, hidden_dim=256, attn_dim=64, dropout=0.2,
-                      lr=2e-3, batch_size=32, epochs=12, patience=4, beam_size=3, max_decode_len=20),
+    'tiny':      dict(dataset='shapes', vocab_size=100, encoder='efficientnet_lite0_local', embed_dim=64, hidden_dim=256,
+                      attn_dim=64, dropout=0.2, alpha_c=0.0, lr=2e-3, batch_size=32, epochs=20, patience=6,
+                      beam_size=3, max_decode_len=20),
 }
 
 # %% ../nbs/00_config.ipynb #1e4f449b

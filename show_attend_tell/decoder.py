@@ -34,6 +34,9 @@ class ShowAttendTell(nn.Module):
         self.out = nn.Linear(E, K)                            # L_o
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = encoder
+        # small word vectors, as the original code's 0.01-scale init: N(0, 1) embeddings (PyTorch's default)
+        # would saturate the tanh of the deep output, where E y_{t−1} is added unscaled
+        nn.init.uniform_(self.embed.weight, -0.1, 0.1)
 
     def __repr__(self):
         n = sum(p.numel() for n_, p in self.named_parameters() if not n_.startswith('encoder.'))

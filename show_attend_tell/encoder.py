@@ -94,6 +94,14 @@ def _lite0(pretrained:bool=True)->Encoder:
     return Encoder('efficientnet_lite0', body, 1280, 14, 224, LITE0_MEAN, LITE0_STD,
                    stages=[nn.Sequential(m.conv_stem, m.bn1), *m.blocks, nn.Sequential(m.conv_head, m.bn2)])
 
+# %% ../nbs/02_encoder.ipynb #c6ccad2b
+def _lite0_local(pretrained:bool=True)->Encoder:
+    m = efficientnet_lite0_imagenet(pretrained, output_stride=16)
+    blocks = list(m.blocks[:5])                                      # through stage 5: 112 channels at stride 16
+    body = nn.Sequential(m.conv_stem, m.bn1, *blocks)
+    return Encoder('efficientnet_lite0_local', body, 112, 14, 224, LITE0_MEAN, LITE0_STD,
+                   stages=[nn.Sequential(m.conv_stem, m.bn1), *blocks])
+
 # %% ../nbs/02_encoder.ipynb #781107c9
 def _torchvision(builder, weights_name:str, pretrained:bool):
     import torchvision.models as tvm
@@ -119,7 +127,7 @@ def _resnet101(pretrained:bool=True)->Encoder:
                    stages=[stem, r.layer1, r.layer2, r.layer3, r.layer4])
 
 # %% ../nbs/02_encoder.ipynb #f7c051a6
-ENCODERS = {'efficientnet_lite0': _lite0, 'vgg19': _vgg19, 'resnet101': _resnet101}
+ENCODERS = {'efficientnet_lite0': _lite0, 'efficientnet_lite0_local': _lite0_local, 'vgg19': _vgg19, 'resnet101': _resnet101}
 
 def get_encoder(name:str='efficientnet_lite0', # a key of `ENCODERS`
                 pretrained:bool=True, # load ImageNet weights

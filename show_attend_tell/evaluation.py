@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_evaluation.ipynb #36749c36
 from __future__ import annotations
-import json, os, re, shutil, subprocess, tempfile, warnings
+import json, os, re, shutil, subprocess, sys, tempfile, warnings
 from pathlib import Path
 from fastprogress.fastprogress import progress_bar
 from pycocoevalcap.tokenizer import ptbtokenizer
@@ -17,7 +17,7 @@ from pycocoevalcap.cider.cider import Cider
 # %% auto #0
 __all__ = ['JAVA_HINT', 'METRIC_KEYS', 'DEFAULT_METRICS', 'PAPER_TABLE1', 'EvaluationError', 'JavaMissingError', 'find_java',
            'check_java', 'ptb_tokenize', 'simple_tokenize', 'spice_available', 'tokenize_for_scoring', 'score_captions',
-           'paper_row', 'compare_with_paper', 'evaluate_split', 'write_report']
+           'paper_row', 'compare_with_paper', 'evaluate_split', 'write_report', 'evaluate_checkpoint', 'sat_evaluate']
 
 # %% ../nbs/07_evaluation.ipynb #4e318166
 class EvaluationError(ValueError):
@@ -346,3 +346,84 @@ def write_report(scores:dict, # `score_captions` output, or a whole `evaluate_sp
     paths = {'json': _write_atomic(out/f'{name}.json', json.dumps(doc, indent=2, default=str)),
              'md': _write_atomic(out/f'{name}.md', '\n'.join(md) + '\n')}
     return paths
+
+# %% ../nbs/07_evaluation.ipynb #68131d44
+def _cache_features(cache, data, idxs:list)->'torch.Tensor':
+    import torch
+    return torch.stack([cache[cache.row(data[i].path)] for i in idxs])
+
+def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth / last.pth)
+                        data_dir, # the folder `sat_prepare` wrote (dataset.json, vocab.json, features/)
+                        split:str='test', # the split to caption and score
+                        beam_size:int|None=None, # k (default: the checkpoint's config)
+                        max_len:int|None=None, # decoding steps (default: the config's max_decode_len)
+                        length_norm:float|None=None, # α of score / n^α in beam search; None ranks by score
+                        out_dir=None, # write <name>.json / <name>.md here
+                        name:str='evaluation', # their file stem
+                        metrics=DEFAULT_METRICS, tokenizer:str='ptb',
+                        max_images:int|None=None, # only the first n images of the split
+                        batch_size:int=32, # images decoded together
+                        device=None, # where to decode (None: the CPU)
+                        attention_dir=None, # write the attention figure of the first `n_figures` images here
+                        n_figures:int=5,
+                        progress:bool=True)->dict:
+    "Caption `split` of a prepared folder with a checkpoint and score it (scores, paper comparison, attention correctness)."
+    import torch
+    from show_attend_tell.config import get_device
+    from show_attend_tell.data import load_prepared
+    from show_attend_tell.training import load_checkpoint, CheckpointError
+    from show_attend_tell.inference import caption_features
+    data, vocab, cache = load_prepared(data_dir)
+    dev = get_device(device) if device is not None else torch.device('cpu')
+    try: model, cfg, _, extra = load_checkpoint(checkpoint, vocab=vocab, map_location=dev)
+    except CheckpointError as e: raise EvaluationError(str(e)) from None
+    enc = cache.manifest.get('encoder')
+    if extra.get('encoder') not in (None, enc) or extra.get('feat_dim') not in (None, cache.feat_dim):
+        raise EvaluationError(f"{checkpoint} was trained on {extra.get('encoder')} features ({extra.get('feat_dim')}-d), "
+                              f"but {data_dir} holds {enc} features ({cache.feat_dim}-d); prepare the data with the same encoder")
+    k, n = beam_size or cfg.beam_size, max_len or cfg.max_decode_len
+    figures = []
+    def caption_fn(idxs):
+        caps = caption_features(model, vocab, _cache_features(cache, data, idxs), beam_size=k, max_len=n, length_norm=length_norm)
+        if attention_dir is not None and len(figures) < n_figures:
+            figures.extend((i, c) for i, c in zip(idxs, caps[:n_figures - len(figures)]))
+        return caps
+    res = evaluate_split(caption_fn, data, split, metrics=metrics, batch_size=batch_size, max_images=max_images,
+                         grid_size=cfg.grid_size, tokenizer=tokenizer, progress=progress)
+    if attention_dir is not None:
+        from show_attend_tell.visualization import save_attention_figure
+        folder = Path(attention_dir); folder.mkdir(parents=True, exist_ok=True)
+        res['figures'] = [str(save_attention_figure(data.image_path(i), c.words, c.alphas, folder/f"{Path(data[i].path).stem}.png"))
+                          for i, c in figures]
+    if out_dir is not None:
+        res['report'] = write_report(res, out_dir, dataset=data.name, attention=cfg.attention, name=name,
+                                     meta={'checkpoint': str(checkpoint), 'beam_size': k, 'encoder': enc})
+    return res
+
+# %% ../nbs/07_evaluation.ipynb #21ea238e
+from fastcore.script import call_parse
+
+@call_parse
+def sat_evaluate(checkpoint:str, # best.pth or last.pth written by sat_train
+                 data:str, # the folder written by sat_prepare
+                 split:str='test', # train | val | test
+                 beam_size:int=None, # k (default: the checkpoint's config)
+                 max_images:int=None, # score only the first n images
+                 out:str=None, # folder for evaluation.json / evaluation.md (default: the checkpoint's folder)
+                 attention_dir:str=None, # also write the attention figures of the first --n_figures images here
+                 n_figures:int=5,
+                 no_meteor:bool=False, # skip METEOR (it needs Java)
+                 device:str=None, # 'cpu', 'cuda', 'auto' (default: cpu)
+                 quiet:bool=False): # no progress bar
+    "Console script: score a checkpoint on a prepared split with coco-caption and compare with the paper's Table 1."
+    from show_attend_tell.data import DataError
+    metrics = tuple(m for m in DEFAULT_METRICS if not (no_meteor and m == 'meteor'))
+    out_dir = Path(out) if out else Path(checkpoint).parent
+    try:
+        res = evaluate_checkpoint(checkpoint, data, split, beam_size, out_dir=out_dir, metrics=metrics,
+                                  max_images=max_images, device=device, attention_dir=attention_dir,
+                                  n_figures=n_figures, progress=not quiet)
+    except (EvaluationError, DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr); sys.exit(2)
+    print(Path(res['report']['md']).read_text())
+    print(f"written: {res['report']['json']}, {res['report']['md']}")

@@ -10,7 +10,7 @@ from show_attend_tell import training as T  # noqa: E402
 from show_attend_tell.config import preset  # noqa: E402
 from show_attend_tell.data import prepare, load_prepared, get_dls  # noqa: E402
 
-CFG = dict(embed_dim=16, hidden_dim=48, attn_dim=16, batch_size=16, epochs=3, lr=5e-3, bleu_every=3)
+CFG = dict(embed_dim=16, hidden_dim=48, attn_dim=16, batch_size=16, epochs=3, lr=1e-2, bleu_every=3)
 
 
 @pytest.fixture(scope='module')

@@ -32,12 +32,12 @@ def test_encoder_features_use_the_same_weights():
 
 @pytest.mark.parametrize('name', list(ENCODERS))
 def test_every_encoder_gives_a_14x14_grid(name):
-    enc = get_encoder(name, pretrained=(name == 'efficientnet_lite0'))
+    enc = get_encoder(name, pretrained=name.startswith('efficientnet'))
     x = enc.transform(Image.fromarray(skdata.astronaut()).convert('L'))   # grayscale in, 3 channels out
     assert x.shape == (3, 224, 224)
     with torch.no_grad(): a = enc(x[None].repeat(2, 1, 1, 1))
     assert a.shape == (2, 196, enc.feat_dim) and enc.grid_size == 14
-    assert enc.feat_dim == {'vgg19': 512, 'resnet101': 2048, 'efficientnet_lite0': 1280}[name]
+    assert enc.feat_dim == {'vgg19': 512, 'resnet101': 2048, 'efficientnet_lite0': 1280, 'efficientnet_lite0_local': 112}[name]
     assert not any(p.requires_grad for p in enc.parameters())
     enc.train(); assert not enc.training                              # frozen: batch norm keeps ImageNet statistics
 
@@ -53,7 +53,7 @@ def test_fine_tune_opens_only_the_last_stages():
 
 
 def test_bad_names_and_unreachable_weights_get_one_line_errors(monkeypatch):
-    with pytest.raises(EncoderError, match="unknown encoder 'vgg16'; choose one of efficientnet_lite0, vgg19, resnet101"):
+    with pytest.raises(EncoderError, match="unknown encoder 'vgg16'; choose one of efficientnet_lite0, efficientnet_lite0_local, vgg19, resnet101"):
         get_encoder('vgg16')
     import torchvision.models as tvm
     def offline(weights=None):
