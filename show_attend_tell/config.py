@@ -11,7 +11,7 @@ import yaml, torch
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['PRESETS', 'ConfigError', 'Config', 'preset', 'get_device', 'amp_dtype']
+__all__ = ['PRESETS', 'ConfigError', 'Config', 'preset', 'get_device', 'amp_dtype', 'fail']
 
 # %% ../nbs/00_config.ipynb #cd845fec
 class ConfigError(ValueError):
@@ -153,3 +153,10 @@ def amp_dtype(device:torch.device)->torch.dtype|None:
     "The autocast dtype for mixed precision on `device`: bf16 where supported, fp16 on older GPUs, None on CPU."
     if device.type != 'cuda': return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+# %% ../nbs/00_config.ipynb #e9b51072
+def fail(msg:str, code:int=2):
+    "End a console script with a one-line error on stderr."
+    import sys
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(code)

@@ -19,7 +19,7 @@ with warnings.catch_warnings():   # fastai.layers calls torch.jit.script on impo
     warnings.filterwarnings('ignore', '.*torch.jit.script', FutureWarning)
     from fastai.data.load import DataLoader as FastaiDataLoader
     from fastai.data.core import DataLoaders
-from .config import Config, ConfigError, PRESETS, get_device, preset as config_preset
+from .config import Config, ConfigError, PRESETS, get_device, fail, preset as config_preset
 
 # %% auto #0
 __all__ = ['SPLITS', 'PAD', 'START', 'END', 'UNK', 'SPECIALS', 'SHAPE_NAMES', 'SHAPE_COLORS', 'SHAPE_SIZES', 'CACHE_VERSION',
@@ -1018,6 +1018,6 @@ def sat_prepare(dataset:str, # a Karpathy split file, a COCO captions_*.json, or
             finally:
                 for w in caught: print(f"warning: {w.message}", file=sys.stderr)
     except (DataError, ConfigError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr); sys.exit(2)
+        fail(str(e))
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume (finished shards are kept)", file=sys.stderr); sys.exit(130)

@@ -348,10 +348,6 @@ def write_report(scores:dict, # `score_captions` output, or a whole `evaluate_sp
     return paths
 
 # %% ../nbs/07_evaluation.ipynb #68131d44
-def _cache_features(cache, data, idxs:list)->'torch.Tensor':
-    import torch
-    return torch.stack([cache[cache.row(data[i].path)] for i in idxs])
-
 def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth / last.pth)
                         data_dir, # the folder `sat_prepare` wrote (dataset.json, vocab.json, features/)
                         split:str='test', # the split to caption and score
@@ -370,7 +366,7 @@ def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth
     "Caption `split` of a prepared folder with a checkpoint and score it (scores, paper comparison, attention correctness)."
     import torch
     from show_attend_tell.config import get_device
-    from show_attend_tell.data import load_prepared
+    from show_attend_tell.data import load_prepared, _input_of
     from show_attend_tell.training import load_checkpoint, CheckpointError
     from show_attend_tell.inference import caption_features
     data, vocab, cache = load_prepared(data_dir)
@@ -384,7 +380,8 @@ def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth
     k, n = beam_size or cfg.beam_size, max_len or cfg.max_decode_len
     figures = []
     def caption_fn(idxs):
-        caps = caption_features(model, vocab, _cache_features(cache, data, idxs), beam_size=k, max_len=n, length_norm=length_norm)
+        feats = torch.stack([_input_of(data, i, cache, None) for i in idxs])
+        caps = caption_features(model, vocab, feats, beam_size=k, max_len=n, length_norm=length_norm)
         if attention_dir is not None and len(figures) < n_figures:
             figures.extend((i, c) for i, c in zip(idxs, caps[:n_figures - len(figures)]))
         return caps
@@ -416,6 +413,7 @@ def sat_evaluate(checkpoint:str, # best.pth or last.pth written by sat_train
                  device:str=None, # 'cpu', 'cuda', 'auto' (default: cpu)
                  quiet:bool=False): # no progress bar
     "Console script: score a checkpoint on a prepared split with coco-caption and compare with the paper's Table 1."
+    from show_attend_tell.config import fail
     from show_attend_tell.data import DataError
     metrics = tuple(m for m in DEFAULT_METRICS if not (no_meteor and m == 'meteor'))
     out_dir = Path(out) if out else Path(checkpoint).parent
@@ -424,6 +422,6 @@ def sat_evaluate(checkpoint:str, # best.pth or last.pth written by sat_train
                                   max_images=max_images, device=device, attention_dir=attention_dir,
                                   n_figures=n_figures, progress=not quiet)
     except (EvaluationError, DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr); sys.exit(2)
+        fail(str(e))
     print(Path(res['report']['md']).read_text())
     print(f"written: {res['report']['json']}, {res['report']['md']}")

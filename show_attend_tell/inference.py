@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 import torch
 from fastcore.script import call_parse, Param
-from .config import get_device, ConfigError
+from .config import get_device, ConfigError, fail
 with warnings.catch_warnings():   # data imports fastai, whose import calls torch.jit.script, which this torch deprecates
     warnings.filterwarnings('ignore', r'.*torch\.jit\.script', FutureWarning)
     from show_attend_tell.data import PAD, START, END, load_image, DataError
@@ -405,11 +405,6 @@ def caption(images, # image path(s), folder(s) or PIL image(s)
     return out
 
 # %% ../nbs/06_inference.ipynb #4cbf2eb5
-def _fail(msg:str, code:int=2):
-    "End a console script with a one-line error on stderr."
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(code)
-
 def _figure_path(folder:Path, src, i:int, used:set)->Path:
     stem = Path(src).stem if isinstance(src, Path) else f'image{i}'
     name = f'{stem}.png' if f'{stem}.png' not in used else f'{stem}_{i}.png'
@@ -444,4 +439,4 @@ def sat_caption(paths:Param("image files (JPEG/PNG) or folders of them", str, na
             folder.mkdir(parents=True, exist_ok=True)
             for i, (p, img, c) in enumerate(zip(images, pils, caps)):
                 save_attention_figure(img, c.words, c.alphas, _figure_path(folder, p, i, used), mode=cap.cfg.attention)
-    except (CaptionError, ConfigError, RuntimeError) as e: _fail(str(e))
+    except (CaptionError, ConfigError, RuntimeError) as e: fail(str(e))

@@ -25,7 +25,7 @@ with warnings.catch_warnings():   # fastai's imports trip deprecation warnings o
     from fastai.callback.schedule import fit_one_cycle      # also adds Learner.fit_one_cycle
     from fastai.data.core import DataLoaders
     from fastai.optimizer import OptimWrapper
-from .config import Config, ConfigError, PRESETS, get_device, amp_dtype, preset as config_preset
+from .config import Config, ConfigError, PRESETS, get_device, amp_dtype, fail, preset as config_preset
 from .data import PAD, START, END, Vocab, DataError, BucketDL, load_prepared, get_dls, get_eval_dl
 from .attention import doubly_stochastic_penalty
 from .decoder import ShowAttendTell
@@ -620,7 +620,7 @@ def sat_train(data:str, # a folder written by sat_prepare (dataset.json, vocab.j
         out = out or Path(f"runs/{name or 'run'}_{cfg.attention}")
         learn = train(cfg, data, out, resume=resume, device=device, schedule=schedule, progress=not quiet, num_workers=num_workers)
     except (TrainError, CheckpointError, DataError, ConfigError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr); sys.exit(2)
+        fail(str(e))
     except KeyboardInterrupt:
         print(f"interrupted: rerun the same command with --resume to continue from the last checkpoint{f' in {out}' if out else ''}", file=sys.stderr)
         sys.exit(130)
