@@ -39,6 +39,7 @@ class Config:
     dropout: float = 0.5
     selector: bool = True              # the gating scalar β of section 4.2.1
     deep_output: bool = True           # eq. 7: E y_{t-1} and z_t feed the output layer (prev2out, ctx2out)
+    annotation_norm: str = 'none'      # 'none' (the paper) | 'layer': each a_i layer-normalised (no learned scale) first
     # attention (section 4)
     attention: str = 'soft'            # soft (deterministic) | hard (stochastic)
     alpha_c: float = 1.0               # λ of the doubly stochastic penalty, eq. 14
@@ -63,6 +64,8 @@ class Config:
             raise ConfigError(f"config field 'attention' is {self.attention!r}; use 'soft' or 'hard'")
         for k in ('vocab_size', 'embed_dim', 'hidden_dim', 'attn_dim', 'batch_size', 'grid_size', 'image_size'):
             if getattr(self, k) <= 0: raise ConfigError(f"config field {k!r} must be positive, got {getattr(self, k)}")
+        if self.annotation_norm not in ('none', 'layer'):
+            raise ConfigError(f"config field 'annotation_norm' is {self.annotation_norm!r}; use 'none' or 'layer'")
         if not 0 <= self.dropout < 1: raise ConfigError(f"config field 'dropout' must be in [0, 1), got {self.dropout}")
 
     @property
@@ -75,7 +78,7 @@ PRESETS = {
     'flickr8k':  dict(dataset='flickr8k'),
     'tiny':      dict(dataset='shapes', vocab_size=100, encoder='efficientnet_lite0_local', embed_dim=64, hidden_dim=256,
                       attn_dim=64, dropout=0.2, alpha_c=0.0, lr=2e-3, batch_size=32, epochs=20, patience=6,
-                      beam_size=3, max_decode_len=20),
+                      annotation_norm='layer', beam_size=3, max_decode_len=20),
 }
 
 # %% ../nbs/00_config.ipynb #1e4f449b

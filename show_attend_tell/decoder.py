@@ -51,10 +51,18 @@ def init_state(self:ShowAttendTell, feats:torch.Tensor, # (B, L, D) annotation v
                feat_mask:torch.Tensor|None=None # (B, L) bool, True at real locations
               )->dict:
     "h_0, c_0 = tanh(MLP(mean annotation)) (section 3.1.2), and the annotations, projected once for f_att."
+    feats = self.normalize_annotations(feats)
     if feat_mask is None: mean = feats.mean(1)
     else: mean = (feats * feat_mask[..., None]).sum(1) / feat_mask.sum(1, keepdim=True).clamp_min(1)
     return dict(h=torch.tanh(self.init_h(mean)), c=torch.tanh(self.init_c(mean)), feats=feats,
                 proj=self.attention.project(feats), mask=feat_mask, width=1)
+
+# %% ../nbs/04_decoder.ipynb #a2c5bc06
+@patch
+def normalize_annotations(self:ShowAttendTell, feats:torch.Tensor)->torch.Tensor:
+    "The annotation vectors the decoder reads: as given, or layer-normalised (`cfg.annotation_norm='layer'`), at ≥ fp32."
+    if getattr(self.cfg, 'annotation_norm', 'none') != 'layer': return feats
+    return F.layer_norm(feats.to(torch.promote_types(feats.dtype, torch.float32)), feats.shape[-1:])
 
 # %% ../nbs/04_decoder.ipynb #9bada71b
 @patch

@@ -45,7 +45,9 @@ def test_soft_context_is_the_alpha_weighted_sum_times_beta(batch):
     x = m.x_gates(m.embed(caps[:, 0]))
     out = m._lstm(x, st, 'soft')
     alpha = out['log_alpha'].exp()
-    naive = torch.stack([sum(alpha[b, i] * feats[b, i] for i in range(L)) for b in range(B)])
+    a = st['feats']                                    # what the decoder reads: the tiny preset layer-normalises a_i
+    assert torch.allclose(a, F.layer_norm(feats, (D,)), atol=1e-6)
+    naive = torch.stack([sum(alpha[b, i] * a[b, i] for i in range(L)) for b in range(B)])
     assert torch.allclose(out['z'], out['beta'][:, None] * naive, atol=1e-6)
     # grouped rows (w per image) read the image's annotations: the same as repeating them per row
     a2 = torch.rand(B * 3, L).softmax(-1)
