@@ -379,6 +379,7 @@ def caption(images, # image path(s), folder(s) or PIL image(s)
             progress:bool=False, # show a progress bar over batches
            )->list[Caption]:
     "Caption every image with beam search: one `Caption(text, words, alphas)` per image, in order."
+    items = find_images(images)      # a bad path fails before a model is loaded
     if checkpoint is not None: model, vocab, encoder, _ = load_captioner(checkpoint, device)
     if model is None or vocab is None: raise CaptionError("caption needs a checkpoint, or model= and vocab=")
     if encoder is None: encoder = getattr(model, 'encoder', None)
@@ -386,7 +387,6 @@ def caption(images, # image path(s), folder(s) or PIL image(s)
     if device is not None:
         dev = get_device(device); model.to(dev); encoder.to(dev)
     dev = _model_device(encoder, torch.zeros(0))
-    items = find_images(images)
     chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     if progress:
         from fastprogress.fastprogress import progress_bar
