@@ -26,6 +26,23 @@ def test_home_page(browser, docs_dir):
     assert 'make demo' in body.text and 'make test' in body.text
     assert cell_images(b) >= 1, "the home page shows no figure produced by a notebook cell"
     assert broken_images(b) == []
+    # the attention figure: the first cell image after 'Where it looks', wide (one panel per word), loaded
+    w = b.execute_script("""const h = [...document.querySelectorAll('h2')].find(e => e.textContent.trim() === 'Where it looks');
+        if (!h) return -1;
+        const img = [...document.querySelectorAll('.cell-output img, .cell-output-display img')]
+            .find(i => h.compareDocumentPosition(i) & Node.DOCUMENT_POSITION_FOLLOWING);
+        return img ? img.naturalWidth : 0;""")
+    assert w != -1, "the home page has no 'Where it looks' section"
+    assert w >= 500, f"the home page shows no attention figure under 'Where it looks' (image width {w})"
+    assert body.find_elements(By.XPATH, ".//table//th[normalize-space(.)='α mass in box']"), "no attention-correctness table"
+    b.save_screenshot(str(docs_dir/'screenshot_home.png'))      # what a reader sees, kept with the build
+
+
+def test_visualization_page_shows_figures(browser, docs_dir):
+    b = open_page(browser, docs_dir/'visualization.html')
+    assert cell_images(b) >= 4, "the visualization page shows fewer than 4 figures"
+    assert broken_images(b) == []
+    b.save_screenshot(str(docs_dir/'screenshot_visualization.png'))
 
 
 def test_api_page_has_signatures(browser, docs_dir):
