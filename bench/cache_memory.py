@@ -1,4 +1,4 @@
-"""Peak memory of reading the feature cache: 20,000 images vs 2,000, one training epoch each.
+"""Peak memory of reading the feature cache while training: 20,000 images vs 2,000, one training epoch each.
 
 The issue's goal: memory stays flat as the dataset grows; reading a cache of 20,000 images must not hold it in RAM.
 Both caches are written by the library's own `prepare_features` (real shard writer, manifest, image reading) from
@@ -7,19 +7,31 @@ tiny PNG files, with a stand-in encoder that gives the real grid of 196 location
 epoch then goes through the code training uses: `FeatureCache` → `CaptionPairs` → `get_dls` → every bucketed
 batch of the training split (one caption per image). Every measurement runs in a fresh child process, and reports
 the peak resident set size (`ru_maxrss`) before and after the epoch; the difference is what reading added.
-Both ways of reading are measured: the default (`os.pread` of each row) and `mmap=True` (memory-mapped shards).
+Both ways of reading are measured: the default (`os.pread` of each row) and `mmap=True` (memory-mapped shards);
+and the default once more while training: every batch also goes through a training step (forward, `CaptionLoss`,
+backward, Adam) of a `ShowAttendTell` at the tiny preset's size, so the peak includes the model, its gradients and
+Adam's state, as in a real run.
 
 Usage: .venv/bin/python bench/cache_memory.py [--sizes 2000 20000] [--dim 64] [--work /tmp/sat_cache_bench] [--keep]
 Writes bench/results/cache_memory.json and bench/results/cache_memory.md.
 """
-import argparse, json, os, platform, resource, shutil, subprocess, sys, time
+import argparse, json, os, resource, shutil, subprocess, sys, time
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).parent))
 
 RESULTS = Path(__file__).parent/'results'
 WORDS = 'a red blue green circle square star to the left of and there is small large'.split()
 
 
-def peak_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024          # Linux: KiB
+def peak_mb():
+    """Peak resident memory of this process, MB: VmHWM, the high-water mark of its own address space (ru_maxrss would
+    also carry the RSS of the parent it was forked from, which run.py's full process inflates)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'): return int(line.split()[1])/1024
+    except OSError: pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024          # Linux: KiB
 def rss_mb():
     with open('/proc/self/statm') as f: return int(f.read().split()[1])*os.sysconf('SC_PAGE_SIZE')/2**20
 
@@ -63,17 +75,30 @@ def child_write(work: Path, n: int, dim: int):
     return dict(write_s=time.time() - t, write_peak_rss_mb=peak_mb(), write_base_rss_mb=base)
 
 
-def child_read(work: Path, mmap: bool):
-    "One training epoch over the cache; peak RSS before and after."
+def child_read(work: Path, mmap: bool, train: bool = False):
+    "One training epoch over the cache (with a training step per batch if `train`); peak RSS before and after."
     from show_attend_tell.data import FeatureCache, read_karpathy, build_vocab, get_dls
     import torch; torch.set_num_threads(1)
     data = read_karpathy(work/'dataset.json', work/'images', check=False)
     vocab = build_vocab(data, 100)
     cache = FeatureCache(work/'cache', mmap=mmap)
     dls = get_dls(data, vocab, cache=cache, bs=64, seed=0)
+    step = None
+    if train:
+        from show_attend_tell.config import preset
+        from show_attend_tell.decoder import ShowAttendTell
+        from show_attend_tell.training import CaptionLoss
+        torch.manual_seed(0)
+        cfg = preset('tiny')
+        model = ShowAttendTell(cfg, len(vocab), cache.feat_dim).train()
+        opt, loss_fn = torch.optim.Adam(model.parameters(), cfg.lr), CaptionLoss(cfg)
+        def step(x, y):
+            loss = loss_fn(model(x, y), y); opt.zero_grad(); loss.backward(); opt.step()
+        x, y = dls.train.one_batch(); step(x, y)        # the model's memory is there before the epoch, as in training
     before, t, n, checksum = peak_mb(), time.time(), 0, 0.0
     for x, y in dls.train:
         n += len(x); checksum += float(x[:, 0, 0].sum())
+        if step is not None: step(x, y)
     secs = time.time() - t
     return dict(examples=n, read_s=secs, rows_per_s=n/secs, peak_rss_before_mb=before, peak_rss_after_mb=peak_mb(),
                 rss_end_mb=rss_mb(), cache_mb=sum(p.stat().st_size for p in (work/'cache').glob('*.npy'))/2**20)
@@ -83,6 +108,55 @@ def run_child(dim, *args):
     out = subprocess.run([sys.executable, __file__, '--dim', str(dim), '--child', *map(str, args)], capture_output=True, text=True)
     if out.returncode: raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+MODES = (('pread (default)', False, False), ('mmap', True, False), ('pread, training', False, True))
+
+
+def run(sizes=(2000, 20000), dim=64, work='/tmp/sat_cache_bench', keep=False, log=print):
+    "Write each cache, then one epoch per reading mode, each in a fresh process; returns dict(name, data, md)."
+    rows = []
+    for n in sizes:
+        wdir = Path(work)/f'n{n}_d{dim}'
+        if wdir.exists(): shutil.rmtree(wdir)
+        w = run_child(dim, 'write', wdir, n)
+        for mode, mmap, train in MODES:
+            r = run_child(dim, 'read', wdir, f'{int(mmap)}{int(train)}')
+            rows.append(dict(images=n, feat_dim=dim, mode=mode, **w, **r,
+                             added_by_epoch_mb=r['peak_rss_after_mb'] - r['peak_rss_before_mb']))
+            log(f"  cache {n:>6} images  {mode:<16} cache {r['cache_mb']:.0f} MB  peak RSS {r['peak_rss_before_mb']:.0f}"
+                f" → {r['peak_rss_after_mb']:.0f} MB (+{rows[-1]['added_by_epoch_mb']:.0f})  {r['rows_per_s']:.0f} rows/s")
+        if not keep: shutil.rmtree(wdir)
+    from common import machine_info
+    info = machine_info()
+    small, large = min(sizes), max(sizes)
+    peak = {(r['images'], r['mode']): r['peak_rss_after_mb'] for r in rows}
+    growth = {m: peak[(large, m)] - peak[(small, m)] for m, _, _ in MODES}
+    cache_growth = max(r['cache_mb'] for r in rows) - min(r['cache_mb'] for r in rows)
+    limit = max(32.0, 0.1 * cache_growth)          # flat: the peak grows by under a tenth of what the cache grows
+    flat = growth['pread (default)'] < limit and growth['pread, training'] < limit
+    md = ["## Feature cache: peak memory while training", "",
+          f"Stand-in encoder: 196 locations × {dim} float16 features per image, shards of 1,000 images, one caption per image,",
+          "batches of 64 through `get_dls`. Peak RSS of a fresh process before the epoch (library, dataset and loaders",
+          "set up; when training, the model after one step) and after it; each run in its own process, 1 thread. "
+          "*pread, training*: each batch also takes a training step of a tiny-preset `ShowAttendTell`.", "",
+          "With the default reader (`os.pread` of each row) what an epoch adds does not grow with the cache. With",
+          "`mmap=True` every page read stays mapped, so resident memory grows by the size of the cache (file-backed",
+          "pages the kernel may reclaim, but counted in RSS): that is why the default reads rows instead of mapping.", "",
+          f"**Goal: peak RSS flat from {small:,} to {large:,} images: {growth['pread (default)']:+.0f} MB reading, "
+          f"{growth['pread, training']:+.0f} MB training, while the cache grows by {cache_growth:.0f} MB (mmap: {growth['mmap']:+.0f} MB) — "
+          f"{'met' if flat else 'not met'}** (flat: growth under {limit:.0f} MB, a tenth of the cache's growth or 32 MB).", "",
+          "| images | cache on disk | reading | peak RSS before | peak RSS after | added by the epoch | rows/s | write: s / peak RSS |",
+          "|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        md.append(f"| {r['images']:,} | {r['cache_mb']:.0f} MB | {r['mode']} | {r['peak_rss_before_mb']:.0f} MB | "
+                  f"{r['peak_rss_after_mb']:.0f} MB | {r['added_by_epoch_mb']:.0f} MB | {r['rows_per_s']:,.0f} | "
+                  f"{r['write_s']:.1f} s / {r['write_peak_rss_mb']:.0f} MB |")
+    goal = dict(goal=f'peak RSS flat from {small:,} to {large:,} images (default reader; reading, training)',
+                value={k: round(v) for k, v in growth.items()}, met=flat,
+                shown=f"{growth['pread (default)']:+.0f} MB reading, {growth['pread, training']:+.0f} MB training (cache +{cache_growth:.0f} MB)")
+    return dict(name='cache_memory', data=dict(benchmark='cache_memory', machine=info, locations=196, goal=goal, rows=rows),
+                md='\n'.join(md))
 
 
 def main():
@@ -95,41 +169,12 @@ def main():
     a = p.parse_args()
     if a.child:
         kind, work, arg = a.child[0], Path(a.child[1]), a.child[2]
-        res = child_write(work, int(arg), a.dim) if kind == 'write' else child_read(work, arg == '1')
+        res = child_write(work, int(arg), a.dim) if kind == 'write' else child_read(work, arg[0] == '1', arg[1:] == '1')
         print(json.dumps(res)); return
-    rows = []
-    for n in a.sizes:
-        work = Path(a.work)/f'n{n}_d{a.dim}'
-        if work.exists(): shutil.rmtree(work)
-        w = run_child(a.dim, 'write', work, n)
-        for mmap in (False, True):
-            r = run_child(a.dim, 'read', work, int(mmap))
-            rows.append(dict(images=n, feat_dim=a.dim, mode='mmap' if mmap else 'pread (default)', **w, **r,
-                             added_by_epoch_mb=r['peak_rss_after_mb'] - r['peak_rss_before_mb']))
-            print(f"{n:>6} images  {rows[-1]['mode']:<16} cache {r['cache_mb']:.0f} MB  peak RSS {r['peak_rss_before_mb']:.0f}"
-                  f" → {r['peak_rss_after_mb']:.0f} MB (+{rows[-1]['added_by_epoch_mb']:.0f})  {r['rows_per_s']:.0f} rows/s", flush=True)
-        if not a.keep: shutil.rmtree(work)
-    import torch
-    info = dict(date=time.strftime('%Y-%m-%d %H:%M'), python=platform.python_version(), torch=torch.__version__,
-                cores=os.cpu_count(), machine=platform.machine())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    result = dict(benchmark='cache_memory', machine=info, locations=196, rows=rows)
-    tmp = RESULTS/'cache_memory.json.tmp'; tmp.write_text(json.dumps(result, indent=2)); os.replace(tmp, RESULTS/'cache_memory.json')
-    md = ["# Feature cache: peak memory of one training epoch", "",
-          f"Stand-in encoder: 196 locations × {a.dim} float16 features per image, shards of 1,000 images, one caption per image,",
-          "batches of 64 through `get_dls`. Peak RSS of a fresh process before the epoch (library, dataset and loaders",
-          "set up) and after it; each run in its own process. "
-          f"Measured {info['date']} on {info['cores']} cores, torch {info['torch']}.", "",
-          "With the default reader (`os.pread` of each row) what an epoch adds does not grow with the cache. With",
-          "`mmap=True` every page read stays mapped, so resident memory grows by the size of the cache (file-backed",
-          "pages the kernel may reclaim, but counted in RSS): that is why the default reads rows instead of mapping.", "",
-          "| images | cache on disk | reading | peak RSS before | peak RSS after | added by the epoch | rows/s | write: s / peak RSS |",
-          "|---:|---:|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        md.append(f"| {r['images']:,} | {r['cache_mb']:.0f} MB | {r['mode']} | {r['peak_rss_before_mb']:.0f} MB | "
-                  f"{r['peak_rss_after_mb']:.0f} MB | {r['added_by_epoch_mb']:.0f} MB | {r['rows_per_s']:,.0f} | "
-                  f"{r['write_s']:.1f} s / {r['write_peak_rss_mb']:.0f} MB |")
-    tmp = RESULTS/'cache_memory.md.tmp'; tmp.write_text('\n'.join(md) + '\n'); os.replace(tmp, RESULTS/'cache_memory.md')
+    from common import write_result
+    res = run(a.sizes, a.dim, a.work, a.keep)
+    write_result(RESULTS, res['name'], res['data'], res['md'])
+    print(res['md'])
 
 
 if __name__ == '__main__':

@@ -1,0 +1,191 @@
+"""Achieved GFLOP/s of the teacher-forced training step, as a fraction of this machine's dense fp32 matmul
+throughput at the step's own big matmul shapes (`torch.mm`, measured in the same run).
+
+FLOPs are counted analytically from the model's equations, per matrix product, forward and backward (2 FLOPs per
+multiply-add): LSTM gates (eq. 1), f_att (W_a a once per image, W_h h, w·tanh(…), eq. 4), the context Σ α_i a_i
+(eq. 13), the gate β, the init MLPs, and the deep output layer (eq. 7). Backward counts the weight gradient of
+every product and the input gradient where the input needs one (the annotation vectors do not: the encoder is
+fixed). Element-wise work (tanh, sigmoid, softmax, Adam) is not counted, so the achieved figure is a lower bound.
+
+The denominator is the matmul throughput of this machine at the shapes the step spends its FLOPs in: each forward
+product of the step (gates per step, E y for all steps, W_a a, W_h h, init, L_h, L_z, L_o) run with `torch.mm` at
+its shape as often as the step runs it, Σ FLOPs / Σ time, timed in turns with the step (so both see the same load).
+A large square product is shown too, as the machine's best case. On the CPU the same turns also time the step with
+the change `proposed.py` prototypes, and the profile of one step shows where the time goes.
+
+Usage: .venv/bin/python bench/flops.py [--presets tiny,coco] [--length 12] [--reps 3]
+Writes bench/results/flops.json and .md.
+"""
+import argparse, sys, time
+from pathlib import Path
+import torch
+sys.path.insert(0, str(Path(__file__).parent))
+from common import FEAT_DIM, RESULTS, Profile, TrainStep, caption_batch, load_avg, machine_info, md_table, time_interleaved, write_result
+from show_attend_tell.config import preset
+from show_attend_tell.decoder import ShowAttendTell
+from proposed import Proposed
+
+GOAL = 0.5   # the issue: at least 50% of torch.mm's throughput at the coco preset, on CPU
+
+
+def step_products(cfg, D, L, V, B, T):
+    """The matrix products of one teacher-forced step of B captions of T words, as rows
+    (name, M, K, N, count, input_needs_grad, big): an (M, K) @ (K, N) product run `count` times per step;
+    `big` marks the ones whose shape the matmul throughput is measured at."""
+    E, H, A = cfg.embed_dim, cfg.hidden_dim, cfg.attn_dim
+    rows = [('gates [ẑ; h] → 4n (per step)', B, D + H, 4 * H, T, True, True),
+            ('gates E y → 4n (all steps)', B * T, E, 4 * H, 1, True, True),
+            ('f_att W_a a (once per image)', B * L, D, A, 1, False, True),
+            ('f_att W_h h (per step)', B, H, A, T, True, True),
+            ('f_att w·tanh(…) (per step)', B * L, A, 1, T, True, False),
+            ('context Σ α_i a_i (per step)', B, L, D, T, True, False),   # a bmm: B × (1, L) @ (L, D); α needs grad, a not
+            ('init h0, c0 MLPs', B, D, H, 2, False, True)]
+    if cfg.selector: rows.append(('gate β (per step)', B, H, 1, T, True, False))
+    rows.append(('deep output L_h h', B * T, H, E, 1, True, True))
+    if cfg.deep_output: rows.append(('deep output L_z ẑ', B * T, D, E, 1, True, True))
+    rows.append(('output L_o', B * T, E, V, 1, True, True))
+    return rows
+
+
+def step_flops(products, train=True):
+    "FLOPs of the products: forward, and for a training step the weight gradients and the needed input gradients."
+    total = 0
+    for name, M, K, N, count, needs_grad, _ in products:
+        mac = M * K * N * count
+        if name.startswith('context'):            # bmm with no weights: backward is the α gradient only
+            total += 2 * mac * (2 if train else 1)
+        else:
+            total += 2 * mac * ((2 + needs_grad) if train else 1)
+    return total
+
+
+class MatmulSet:
+    "Every big forward product of the step, each run as often as the step runs it, with `torch.mm` (timed in turns with the step)."
+    def __init__(self, products, device='cpu', dtype=torch.float32):
+        big = [p for p in products if p[6]]
+        self.ops = [(torch.randn(M, K, device=device, dtype=dtype), torch.randn(K, N, device=device, dtype=dtype), count)
+                    for _, M, K, N, count, _, _ in big]
+        self.flops = sum(2 * M * K * N * count for _, M, K, N, count, _, _ in big)
+        self.products, self.device = big, device
+
+    def __call__(self):
+        for a, b, count in self.ops:
+            for _ in range(count): torch.mm(a, b)
+
+    def per_shape(self, reps=3):
+        "torch.mm GFLOP/s at each shape (for the table; not what the fraction uses)."
+        out = []
+        for (name, M, K, N, count, _, _), (a, b, _) in zip(self.products, self.ops):
+            t = time_interleaved(dict(mm=lambda: torch.mm(a, b)), reps, device=self.device, min_total=0.3)['mm']
+            out.append(dict(product=name, shape=f'{M}×{K} @ {K}×{N}', count=count, gflops=round(2 * M * K * N / t / 1e9, 1)))
+        return out
+
+
+def square_peak(device='cpu', dtype=torch.float32, n=2048, reps=5):
+    "GFLOP/s of a large square `torch.mm` (the machine's best case)."
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    t = time_interleaved(dict(mm=lambda: torch.mm(a, b)), reps, device=device, min_total=0.5)['mm']
+    return 2 * n ** 3 / t / 1e9
+
+
+def bench_preset(name, T, reps, device='cpu', amp_dtype=None, batch=None, try_proposed=True):
+    """Time the library's step, the step with `proposed.py`'s changes (CPU only) and the matmul set in turns."""
+    cfg = preset(name)
+    V, L, D, B = cfg.vocab_size, cfg.num_locations, FEAT_DIM[cfg.encoder], batch or cfg.batch_size
+    feats, caps = caption_batch(V, B, T, L, D, device=device)
+    torch.manual_seed(0)
+    step = TrainStep(ShowAttendTell(cfg, V, D).to(device), feats, caps, 'soft', amp_dtype)
+    prods = step_products(cfg, D, L, V, B, T)
+    flops = step_flops(prods)
+    mms = MatmulSet(prods, device, amp_dtype or torch.float32)
+    fns = dict(step=step, mm=mms)
+    if try_proposed:
+        torch.manual_seed(0)
+        fns['proposed'] = Proposed(TrainStep(ShowAttendTell(cfg, V, D).to(device), feats, caps, 'soft', amp_dtype))
+    t = time_interleaved(fns, reps, device=device)
+    achieved, mm = flops / t['step'] / 1e9, mms.flops / t['mm'] / 1e9
+    r = dict(preset=name, batch=B, length=T, D=D, step_s=round(t['step'], 4), captions_per_s=round(B / t['step'], 1),
+             gflop_per_step=round(flops / 1e9, 2), achieved_gflops=round(achieved, 1), mm_gflops=round(mm, 1),
+             fraction_of_mm=round(achieved / mm, 3), mm_per_shape=mms.per_shape(), load_avg_1min=load_avg())
+    if try_proposed:
+        p = flops / t['proposed'] / 1e9
+        r.update(proposed_step_s=round(t['proposed'], 4), proposed_captions_per_s=round(B / t['proposed'], 1),
+                 proposed_achieved_gflops=round(p, 1), proposed_fraction_of_mm=round(p / mm, 3),
+                 proposed_speedup=round(t['step'] / t['proposed'], 2))
+    return r, step
+
+
+def run(presets=('tiny', 'coco'), length=12, reps=3, device='cpu', amp_dtype=None, profile_preset='coco', log=print):
+    "Achieved GFLOP/s vs torch.mm at every preset, and the profile of one step at `profile_preset`; dict(name, data, md)."
+    rows, prof, shares = [], None, None
+    dtype = amp_dtype or torch.float32
+    cpu = torch.device(device).type == 'cpu'
+    peak = square_peak(device, dtype)
+    for name in presets:
+        r, step = bench_preset(name, length, reps, device, amp_dtype, try_proposed=cpu); rows.append(r)
+        log(f"  GFLOP/s {name}: {r['achieved_gflops']} achieved, torch.mm {r['mm_gflops']} at the step's shapes: "
+            f"{r['fraction_of_mm']:.0%}" + (f"; with the proposed change {r['proposed_fraction_of_mm']:.0%}" if cpu else ''))
+        if name == profile_preset:
+            cfg = preset(name)
+            B, H, D = r['batch'], cfg.hidden_dim, r['D']
+            prof = Profile(step, device)
+            four_d = lambda sh: len(sh[0]) == 4
+            shares = dict(forward=prof.share('aten::mm', lambda sh: sh == [[B, D + H], [D + H, 4 * H]]),
+                          input_grad=prof.share('aten::mm', lambda sh: sh == [[B, 4 * H], [4 * H, D + H]]),
+                          weight_grad=prof.share('aten::mm', lambda sh: sh == [[4 * H, B], [B, D + H]]),
+                          weight_grad_sum=prof.share('aten::add_', lambda sh: sh[0] == [4 * H, D + H]),
+                          f_att=prof.share(None, four_d))
+        del step
+    info = machine_info(device)
+    main = next((r for r in rows if r['preset'] == 'coco'), rows[-1])
+    met = main['preset'] == 'coco' and main['fraction_of_mm'] >= GOAL
+    goal = dict(goal=f'≥ {GOAL:.0%} of torch.mm at the coco preset', value=main['fraction_of_mm'],
+                shown=f"{main['fraction_of_mm']:.0%}" + (f" ({main['proposed_fraction_of_mm']:.0%} with the proposed change)" if cpu else ''), met=met)
+    prec = str(dtype).replace('torch.', '')
+    head = ['preset', 'batch × words', 'step s', 'captions/s', 'GFLOP/step', 'achieved GFLOP/s', "torch.mm GFLOP/s at the step's shapes", 'fraction']
+    cells = lambda r: [r['preset'], f"{r['batch']} × {r['length']}", r['step_s'], r['captions_per_s'], r['gflop_per_step'],
+                       r['achieved_gflops'], r['mm_gflops'], f"{r['fraction_of_mm']:.0%}"]
+    if cpu:
+        head += ['with the proposed change: captions/s', 'fraction', 'speed-up']
+        cells0 = cells
+        cells = lambda r: cells0(r) + [r['proposed_captions_per_s'], f"{r['proposed_fraction_of_mm']:.0%}", f"{r['proposed_speedup']}x"]
+    table = md_table(head, [cells(r) for r in rows])
+    shapes = md_table(['product', 'shape', 'times per step', 'torch.mm GFLOP/s'],
+                      [(p['product'], p['shape'], p['count'], p['gflops']) for p in main['mm_per_shape']])
+    md = (f"## Achieved GFLOP/s of the training step\n\n"
+          f"FLOPs counted analytically per matrix product (LSTM gates, f_att, context, β, init MLPs, deep output), forward "
+          f"and backward (weight gradients, and input gradients where needed; the annotation vectors need none); element-wise "
+          f"work is not counted, so the achieved figure is a lower bound. The denominator is `torch.mm` ({prec}) at the step's "
+          f"big forward shapes, each run as often as the step runs it (Σ FLOPs / Σ time), timed in turns with the step. "
+          f"{info['device']}, {info['torch_threads']} threads; a large square product (2048³) runs at {peak:.0f} GFLOP/s here. "
+          f"Step: forward + `CaptionLoss` + backward + Adam on the preset's batch of {length}-word captions, median of {reps}.\n\n"
+          f"**Goal: ≥ {GOAL:.0%} of torch.mm at the coco preset: {main['fraction_of_mm']:.0%} — {'met' if met else 'not met'}.**")
+    if cpu:
+        md += (f" With the change that `bench/proposed.py` prototypes (the LSTM's weight gradient formed once for all steps "
+               f"instead of once per step), timed in the same turns: {main['proposed_fraction_of_mm']:.0%} "
+               f"({main['proposed_speedup']}× the library's step).")
+    md += f"\n\n{table}\n\ntorch.mm at the {main['preset']} step's shapes:\n\n{shapes}"
+    if prof:
+        sh = shares
+        md += (f"\n\nWhere the time of one {profile_preset} training step of the library goes (torch.profiler, top operators by "
+               f"self time). The LSTM's per-step product [ẑ; h] @ W_zhᵀ takes {sh['forward']:.0%} of it forward, {sh['input_grad']:.0%} "
+               f"for its input gradient and {sh['weight_grad']:.0%} for its weight gradient, which autograd forms once per step "
+               f"as a [4n, B] @ [B, D+n] product (an inner size of only B = {main['batch']}, writing the whole 4n × (D+n) gradient "
+               f"each time) and then sums ({sh['weight_grad_sum']:.0%}): that is what `bench/proposed.py` changes. f_att's "
+               f"element-wise work over (B, L, A), forward and backward, takes {sh['f_att']:.0%}.\n\n{prof.md(14)}")
+    return dict(name='flops', data=dict(machine=info, square_mm_gflops=round(peak, 1), goal=goal, rows=rows,
+                                      profile_md=prof and prof.md(14), profile_shares=prof and shares), md=md)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--presets', default='tiny,coco'); p.add_argument('--length', type=int, default=12)
+    p.add_argument('--reps', type=int, default=3); p.add_argument('--threads', type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    res = run(a.presets.split(','), a.length, a.reps)
+    write_result(RESULTS, res['name'], res['data'], res['md'])
+
+
+if __name__ == '__main__':
+    main()
