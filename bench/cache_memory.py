@@ -130,11 +130,14 @@ def run(sizes=(2000, 20000), dim=64, work='/tmp/sat_cache_bench', keep=False, lo
     from common import machine_info
     info = machine_info()
     small, large = min(sizes), max(sizes)
-    peak = {(r['images'], r['mode']): r['peak_rss_after_mb'] for r in rows}
-    growth = {m: peak[(large, m)] - peak[(small, m)] for m, _, _ in MODES}
-    cache_growth = max(r['cache_mb'] for r in rows) - min(r['cache_mb'] for r in rows)
-    limit = max(32.0, 0.1 * cache_growth)          # flat: the peak grows by under a tenth of what the cache grows
-    flat = growth['pread (default)'] < limit and growth['pread, training'] < limit
+    get = lambda n, m, k: next(r[k] for r in rows if r['images'] == n and r['mode'] == m)
+    # what reading adds (peak after the epoch − peak before it), and the whole peak, each from the small cache to the large
+    epoch_growth = {m: get(large, m, 'added_by_epoch_mb') - get(small, m, 'added_by_epoch_mb') for m, _, _ in MODES}
+    peak_growth = {m: get(large, m, 'peak_rss_after_mb') - get(small, m, 'peak_rss_after_mb') for m, _, _ in MODES}
+    setup_growth = get(large, 'pread (default)', 'peak_rss_before_mb') - get(small, 'pread (default)', 'peak_rss_before_mb')
+    cache_growth = get(large, 'pread (default)', 'cache_mb') - get(small, 'pread (default)', 'cache_mb')
+    limit = max(16.0, 0.05 * cache_growth)         # flat: reading adds under a twentieth of what the cache grows (or 16 MB)
+    flat = epoch_growth['pread (default)'] < limit and epoch_growth['pread, training'] < limit
     md = ["## Feature cache: peak memory while training", "",
           f"Stand-in encoder: 196 locations × {dim} float16 features per image, shards of 1,000 images, one caption per image,",
           "batches of 64 through `get_dls`. Peak RSS of a fresh process before the epoch (library, dataset and loaders",
@@ -142,19 +145,26 @@ def run(sizes=(2000, 20000), dim=64, work='/tmp/sat_cache_bench', keep=False, lo
           "*pread, training*: each batch also takes a training step of a tiny-preset `ShowAttendTell`.", "",
           "With the default reader (`os.pread` of each row) what an epoch adds does not grow with the cache. With",
           "`mmap=True` every page read stays mapped, so resident memory grows by the size of the cache (file-backed",
-          "pages the kernel may reclaim, but counted in RSS): that is why the default reads rows instead of mapping.", "",
-          f"**Goal: peak RSS flat from {small:,} to {large:,} images: {growth['pread (default)']:+.0f} MB reading, "
-          f"{growth['pread, training']:+.0f} MB training, while the cache grows by {cache_growth:.0f} MB (mmap: {growth['mmap']:+.0f} MB) — "
-          f"{'met' if flat else 'not met'}** (flat: growth under {limit:.0f} MB, a tenth of the cache's growth or 32 MB).", "",
+          "pages the kernel may reclaim, but counted in RSS): that is why the default reads rows instead of mapping.",
+          f"The peak before the epoch grows by {setup_growth:.0f} MB from {small:,} to {large:,} images "
+          f"({setup_growth * 2**20 / (large - small) / 1024:.1f} KB per image): the dataset's captions, paths and the cache's "
+          f"index, which do not depend on the feature size (the cache itself, at EfficientNet-Lite0's 1280-d features, "
+          f"is 490 KB per image).", "",
+          f"**Goal: memory flat from {small:,} to {large:,} images: what an epoch adds changes by "
+          f"{epoch_growth['pread (default)']:+.0f} MB reading and {epoch_growth['pread, training']:+.0f} MB training, while the "
+          f"cache grows by {cache_growth:.0f} MB (mmap: {epoch_growth['mmap']:+.0f} MB) — {'met' if flat else 'not met'}** "
+          f"(flat: under {limit:.0f} MB, a twentieth of the cache's growth or 16 MB). The whole peak grows by "
+          f"{peak_growth['pread (default)']:+.0f} MB reading, {peak_growth['pread, training']:+.0f} MB training.", "",
           "| images | cache on disk | reading | peak RSS before | peak RSS after | added by the epoch | rows/s | write: s / peak RSS |",
           "|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         md.append(f"| {r['images']:,} | {r['cache_mb']:.0f} MB | {r['mode']} | {r['peak_rss_before_mb']:.0f} MB | "
                   f"{r['peak_rss_after_mb']:.0f} MB | {r['added_by_epoch_mb']:.0f} MB | {r['rows_per_s']:,.0f} | "
                   f"{r['write_s']:.1f} s / {r['write_peak_rss_mb']:.0f} MB |")
-    goal = dict(goal=f'peak RSS flat from {small:,} to {large:,} images (default reader; reading, training)',
-                value={k: round(v) for k, v in growth.items()}, met=flat,
-                shown=f"{growth['pread (default)']:+.0f} MB reading, {growth['pread, training']:+.0f} MB training (cache +{cache_growth:.0f} MB)")
+    goal = dict(goal=f'memory an epoch adds flat from {small:,} to {large:,} images (default reader; reading, training)',
+                value=dict(epoch={k: round(v) for k, v in epoch_growth.items()}, peak={k: round(v) for k, v in peak_growth.items()}),
+                met=flat, shown=f"{epoch_growth['pread (default)']:+.0f} MB reading, {epoch_growth['pread, training']:+.0f} MB "
+                                f"training (cache +{cache_growth:.0f} MB; mmap {epoch_growth['mmap']:+.0f} MB)")
     return dict(name='cache_memory', data=dict(benchmark='cache_memory', machine=info, locations=196, goal=goal, rows=rows),
                 md='\n'.join(md))
 
