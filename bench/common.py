@@ -198,3 +198,16 @@ def wait_for_quiet(max_wait=60.0, threshold=0.3, window=2.0, log=print) -> float
     waited = round(time.monotonic() - t0, 1)
     if said: log(f"  (waited {waited:.0f} s)")
     return waited
+
+
+def step_bench_main(run, doc: str, presets: str, reps: int, show: bool = False):
+    "Command line of a training-step topic (train_speed, flops, hard_attention): --presets --length --reps --threads."
+    import argparse
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument('--presets', default=presets); p.add_argument('--length', type=int, default=12)
+    p.add_argument('--reps', type=int, default=reps); p.add_argument('--threads', type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    res = run(a.presets.split(','), a.length, a.reps)
+    write_result(RESULTS, res['name'], res['data'], res['md'])
+    if show: print(res['md'])

@@ -16,11 +16,11 @@ the change `proposed.py` prototypes, and the profile of one step shows where the
 Usage: .venv/bin/python bench/flops.py [--presets tiny,coco] [--length 12] [--reps 3]
 Writes bench/results/flops.json and .md.
 """
-import argparse, sys, time
+import sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
-from common import FEAT_DIM, RESULTS, Profile, TrainStep, caption_batch, load_avg, machine_info, md_table, time_interleaved, write_result
+from common import FEAT_DIM, Profile, TrainStep, caption_batch, load_avg, machine_info, md_table, step_bench_main, time_interleaved
 from show_attend_tell.config import preset
 from show_attend_tell.decoder import ShowAttendTell
 from proposed import Proposed
@@ -177,15 +177,5 @@ def run(presets=('tiny', 'coco'), length=12, reps=3, device='cpu', amp_dtype=Non
                                       profile_md=prof and prof.md(14), profile_shares=prof and shares), md=md)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--presets', default='tiny,coco'); p.add_argument('--length', type=int, default=12)
-    p.add_argument('--reps', type=int, default=3); p.add_argument('--threads', type=int, default=2)
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    res = run(a.presets.split(','), a.length, a.reps)
-    write_result(RESULTS, res['name'], res['data'], res['md'])
-
-
 if __name__ == '__main__':
-    main()
+    step_bench_main(run, __doc__, 'tiny,coco', 3)

@@ -8,11 +8,11 @@ the library's `CaptionLoss`: soft, expected and sampled; the hard run's average 
 Usage: .venv/bin/python bench/hard_attention.py [--presets tiny,coco] [--length 12] [--reps 3]
 Writes bench/results/hard_attention.json and .md.
 """
-import argparse, sys
+import sys
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
-from common import FEAT_DIM, RESULTS, TrainStep, caption_batch, load_avg, machine_info, md_table, time_interleaved, write_result
+from common import FEAT_DIM, TrainStep, caption_batch, load_avg, machine_info, md_table, step_bench_main, time_interleaved
 from show_attend_tell.config import preset
 from show_attend_tell.decoder import ShowAttendTell
 
@@ -52,16 +52,5 @@ def run(presets=('tiny', 'coco'), length=12, reps=5, device='cpu', amp_dtype=Non
     return dict(name='hard_attention', data=dict(machine=info, length=length, reps=reps, rows=rows), md=md)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--presets', default='tiny,coco'); p.add_argument('--length', type=int, default=12)
-    p.add_argument('--reps', type=int, default=5); p.add_argument('--threads', type=int, default=2)
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    res = run(a.presets.split(','), a.length, a.reps)
-    write_result(RESULTS, res['name'], res['data'], res['md'])
-    print(res['md'])
-
-
 if __name__ == '__main__':
-    main()
+    step_bench_main(run, __doc__, 'tiny,coco', 5, show=True)

@@ -16,11 +16,11 @@ The two steps are timed in turns (ours, reference, ours, ...) and the speed-up i
 Usage: .venv/bin/python bench/train_speed.py [--presets tiny,flickr8k,coco] [--length 12] [--reps 3]
 Writes bench/results/train_speed.json and .md.
 """
-import argparse, sys
+import sys
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
-from common import FEAT_DIM, RESULTS, TrainStep, autocast, caption_batch, load_avg, machine_info, md_table, time_interleaved, write_result
+from common import FEAT_DIM, TrainStep, autocast, caption_batch, load_avg, machine_info, md_table, step_bench_main, time_interleaved
 from show_attend_tell.config import preset
 from show_attend_tell.decoder import ShowAttendTell
 
@@ -115,15 +115,5 @@ def run(presets=('tiny', 'flickr8k', 'coco'), length=12, reps=3, device='cpu', a
     return dict(name='train_speed', data=dict(machine=info, length=length, reps=reps, goal=goal, rows=rows), md=md)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--presets', default='tiny,flickr8k,coco'); p.add_argument('--length', type=int, default=12)
-    p.add_argument('--reps', type=int, default=3); p.add_argument('--threads', type=int, default=2)
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    res = run(a.presets.split(','), a.length, a.reps)
-    write_result(RESULTS, res['name'], res['data'], res['md'])
-
-
 if __name__ == '__main__':
-    main()
+    step_bench_main(run, __doc__, 'tiny,flickr8k,coco', 3)
