@@ -61,7 +61,7 @@ def init_state(self:ShowAttendTell, feats:torch.Tensor, # (B, L, D) annotation v
 @patch
 def normalize_annotations(self:ShowAttendTell, feats:torch.Tensor)->torch.Tensor:
     "The annotation vectors the decoder reads: as given, or layer-normalised (`cfg.annotation_norm='layer'`), at ≥ fp32."
-    if getattr(self.cfg, 'annotation_norm', 'none') != 'layer': return feats
+    if self.cfg.annotation_norm != 'layer': return feats
     return F.layer_norm(feats.to(torch.promote_types(feats.dtype, torch.float32)), feats.shape[-1:])
 
 # %% ../nbs/04_decoder.ipynb #9bada71b
