@@ -2,8 +2,9 @@
 
 Usage: .venv/bin/python bench/attention_ablation.py NAME [epochs=8] [feats=s5|s4|s3p] [pool=1] [zero_init=1]
        [sizes=SMALL_LO:SMALL_HI,LARGE_LO:LARGE_HI] [schedule=constant|one_cycle] [any Config field=value ...]
-e.g.   ... ln8 epochs=8            (the tiny preset: layer-normalised annotations)
-       ... raw8 epochs=8 annotation_norm=none
+e.g.   ... pos8 epochs=8           (the tiny preset: layer-normalised annotations, f_att reads positions)
+       ... ln8 epochs=8 location_embedding=0
+       ... raw8 epochs=8 location_embedding=0 annotation_norm=none
 Uses demo_out/shapes (run `make demo` first) unless feats/sizes ask for other features, which are prepared
 under runs/ablation/. Appends one JSON line per run to runs/ablation/results.jsonl. The table in the docs
 (`09_cli`, "What makes attention land") was made with it; it is an experiment, not a timed benchmark.

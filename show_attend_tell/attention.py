@@ -12,15 +12,30 @@ __all__ = ['Attention', 'soft_context', 'hard_context', 'doubly_stochastic_penal
 # %% ../nbs/03_attention.ipynb #2d487f95
 class Attention(nn.Module):
     "f_att: log α_t over the L locations from the projected annotations W_a a and the hidden state h_{t−1} (eq. 4–5)."
-    def __init__(self, feat_dim:int, hidden_dim:int, attn_dim:int):
+    def __init__(self, feat_dim:int, hidden_dim:int, attn_dim:int,
+                 n_locations:int|None=None): # L: give it to let f_att read where each a_i is (see below)
         super().__init__()
         self.feat_proj = nn.Linear(feat_dim, attn_dim)                 # W_a (and b)
         self.hidden_proj = nn.Linear(hidden_dim, attn_dim, bias=False) # W_h
         self.score = nn.Linear(attn_dim, 1)                            # w (and c)
+        # p_i, one learned vector per location; zeros, so training starts from the paper's content-only f_att
+        self.where = nn.Parameter(torch.zeros(n_locations, attn_dim)) if n_locations else None
 
     def project(self, feats:torch.Tensor)->torch.Tensor:
-        "W_a a_i + b for every location: (G, L, D) → (G, L, A), once per image."
-        return self.feat_proj(feats)
+        "W_a a_i + b (+ p_i) for every location: (G, L, D) → (G, L, A), once per image."
+        proj = self.feat_proj(feats)
+        return proj if self.where is None else proj + self.locations(proj.shape[1]).to(proj.dtype)
+
+    def locations(self, L:int)->torch.Tensor:
+        "p_i for a grid of L locations, (L, A): the learned table, resized bilinearly if its grid is another size."
+        n, A = self.where.shape
+        if L == n: return self.where
+        g, g0 = round(L ** .5), round(n ** .5)
+        if g * g != L or g0 * g0 != n:
+            raise ValueError(f"f_att has a location table for {n} locations and cannot map it onto {L} annotation vectors "
+                             "(not a square grid); use features of the grid the model was trained on (config grid_size)")
+        grid = self.where.T.reshape(1, A, g0, g0)
+        return F.interpolate(grid, size=(g, g), mode='bilinear', align_corners=False).reshape(A, L).T
 
     def scores(self, proj:torch.Tensor, hp:torch.Tensor, block:int=1 << 18)->torch.Tensor:
         "e = w·tanh(u) + c with u = W_a a + W_h h, (G, w, L): computed as (2w)·σ(2u) + (c − Σw), the same numbers."

@@ -21,6 +21,7 @@ def run_demo(preset_name:str='tiny', # config preset
              epochs:int|None=None, # default: the preset's
              beam_size:int|None=None, # default: the preset's
              n_figures:int=6, # attention figures to write
+             schedule:str|None=None, # 'constant' | 'one_cycle' (default: constant for soft, one-cycle for hard attention)
              progress:bool=True)->dict:
     "Shapes → features → train → caption with attention figures → coco-caption scores and attention correctness; the evaluation."
     from show_attend_tell.data import prepare
@@ -35,7 +36,9 @@ def run_demo(preset_name:str='tiny', # config preset
                        seed=cfg.seed, device=device, progress=progress)
     print(f"\n[2/4] training ({time.perf_counter() - t0:.0f} s so far)")
     run = out/f'run_{cfg.attention}'
-    train(cfg, data_dir, run, resume=True, device=device, epochs=epochs, progress=progress)
+    # hard attention's REINFORCE gradient needs a rate that decays to settle (the table in 09_cli)
+    schedule = schedule or ('one_cycle' if cfg.attention == 'hard' else 'constant')
+    train(cfg, data_dir, run, resume=True, device=device, epochs=epochs, schedule=schedule, progress=progress)
     print(f"\n[3/4] captioning the test split, attention figures ({time.perf_counter() - t0:.0f} s so far)")
     java = find_java() is not None
     metrics = DEFAULT_METRICS if java else tuple(m for m in DEFAULT_METRICS if m != 'meteor')
@@ -56,8 +59,9 @@ def sat_demo(attention:str='soft', # soft | hard
              device:str='auto', # 'auto', 'cpu' or 'cuda'
              out:str='demo_out', # output folder
              epochs:int=None, # default: the preset's
+             schedule:str=None, # constant | one_cycle (default: constant for soft, one_cycle for hard)
              quiet:bool=False): # no progress bars
     "Console script: the whole pipeline on the embedded Shapes data (`run_demo`), with one-line errors."
-    try: run_demo(preset_name, attention, device, out, epochs=epochs, progress=not quiet)
+    try: run_demo(preset_name, attention, device, out, epochs=epochs, schedule=schedule, progress=not quiet)
     except (ConfigError, DataError, ValueError, RuntimeError) as e: fail(str(e))
     except KeyboardInterrupt: fail(f"interrupted: run the same command again to continue where it stopped", 130)

@@ -40,6 +40,7 @@ class Config:
     selector: bool = True              # the gating scalar β of section 4.2.1
     deep_output: bool = True           # eq. 7: E y_{t-1} and z_t feed the output layer (prev2out, ctx2out)
     annotation_norm: str = 'none'      # 'none' (the paper) | 'layer': each a_i layer-normalised (no learned scale) first
+    location_embedding: bool = False   # f_att also reads a learned vector per grid cell (not in the paper; see 03_attention)
     # attention (section 4)
     attention: str = 'soft'            # soft (deterministic) | hard (stochastic)
     alpha_c: float = 1.0               # λ of the doubly stochastic penalty, eq. 14
@@ -78,7 +79,7 @@ PRESETS = {
     'flickr8k':  dict(dataset='flickr8k'),
     'tiny':      dict(dataset='shapes', vocab_size=100, encoder='efficientnet_lite0_local', embed_dim=64, hidden_dim=256,
                       attn_dim=64, dropout=0.2, alpha_c=0.0, lr=2e-3, batch_size=32, epochs=20, patience=6,
-                      annotation_norm='layer', beam_size=3, max_decode_len=20),
+                      annotation_norm='layer', location_embedding=True, beam_size=3, max_decode_len=20),
 }
 
 # %% ../nbs/00_config.ipynb #1e4f449b

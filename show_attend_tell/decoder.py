@@ -25,7 +25,7 @@ class ShowAttendTell(nn.Module):
         self.cfg, self.vocab_size, self.feat_dim = cfg, vocab_size, feat_dim
         self.embed = nn.Embedding(K, E)                       # E
         self.init_h, self.init_c = nn.Linear(D, H), nn.Linear(D, H)   # f_init,h and f_init,c
-        self.attention = Attention(D, H, A)                   # f_att
+        self.attention = Attention(D, H, A, cfg.num_locations if cfg.location_embedding else None)   # f_att
         self.beta = nn.Linear(H, 1) if cfg.selector else None # f_β
         self.x_gates = nn.Linear(E, 4 * H)                    # T_{D+m+n,n}: the E y_{t−1} part, with the bias
         self.zh_gates = nn.Linear(D + H, 4 * H, bias=False)   # … and the [ẑ_t; h_{t−1}] part

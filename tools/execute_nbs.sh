@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Execute notebooks in place (from their own folder, as nbdev_test does) so that their saved outputs,
 # figures included, are what the docs site shows; then clean each one. Figures are saved as plain PNG
-# (execnb's default is retina, which doubles every image's size in the repo).
+# (execnb's default is retina, which doubles every image's size in the repo). Cells marked `#| eval: false`
+# are skipped, as nbdev does.
 # Usage: tools/execute_nbs.sh nbs/00_config.ipynb ...
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -9,11 +10,12 @@ for nb in "$@"; do
   dir=$(dirname "$nb"); name=$(basename "$nb")
   echo "executing $nb"
   (cd "$dir" && "$root/.venv/bin/python" -c "
-import sys
+import re, sys
 from execnb.nbio import read_nb, write_nb
 from execnb.shell import CaptureShell
 nb = read_nb(sys.argv[1])
-CaptureShell(mpl_format='png').run_all(nb, exc_stop=True)
+no_eval = lambda c: c.cell_type == 'code' and re.search(r'^#\|\s*eval:\s*false', c.source, re.M) is not None
+CaptureShell(mpl_format='png').run_all(nb, exc_stop=True, preproc=no_eval)
 write_nb(nb, sys.argv[1])" "$name")
   "$root/.venv/bin/nbdev_clean" --fname "$nb"
 done
