@@ -8,11 +8,11 @@ from show_attend_tell.attention import Attention, soft_context, hard_context, do
 from show_attend_tell.decoder import ShowAttendTell
 from show_attend_tell.encoder import get_encoder
 
-K, B, L, D = 30, 4, 12, 10
+K, B, L, D = 30, 4, 16, 10                       # L = 4×4: the grid the tiny() config below declares
 
 
 def tiny(attention='soft', **kw):
-    return preset('tiny', **{**dict(embed_dim=16, hidden_dim=24, attn_dim=12, dropout=0.0, attention=attention), **kw})
+    return preset('tiny', **{**dict(embed_dim=16, hidden_dim=24, attn_dim=12, dropout=0.0, grid_size=4, attention=attention), **kw})
 
 
 @pytest.fixture
