@@ -359,7 +359,7 @@ def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth
                         metrics=DEFAULT_METRICS, tokenizer:str='ptb',
                         max_images:int|None=None, # only the first n images of the split
                         batch_size:int=32, # images decoded together
-                        device=None, # where to decode (None: the CPU)
+                        device='auto', # where to decode: 'auto' (a GPU if there is one), 'cpu', 'cuda', 'cuda:1'
                         attention_dir=None, # write the attention figure of the first `n_figures` images here
                         n_figures:int=5,
                         progress:bool=True)->dict:
@@ -370,7 +370,7 @@ def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth
     from show_attend_tell.training import load_checkpoint, CheckpointError
     from show_attend_tell.inference import caption_features
     data, vocab, cache = load_prepared(data_dir)
-    dev = get_device(device) if device is not None else torch.device('cpu')
+    dev = get_device(device or 'auto')
     try: model, cfg, _, extra = load_checkpoint(checkpoint, vocab=vocab, map_location=dev)
     except CheckpointError as e: raise EvaluationError(str(e)) from None
     enc = cache.manifest.get('encoder')
@@ -410,7 +410,7 @@ def sat_evaluate(checkpoint:str, # best.pth or last.pth written by sat_train
                  attention_dir:str=None, # also write the attention figures of the first --n_figures images here
                  n_figures:int=5,
                  no_meteor:bool=False, # skip METEOR (it needs Java)
-                 device:str=None, # 'cpu', 'cuda', 'auto' (default: cpu)
+                 device:str='auto', # auto (a GPU if there is one), cpu, cuda or cuda:N
                  quiet:bool=False): # no progress bar
     "Console script: score a checkpoint on a prepared split with coco-caption and compare with the paper's Table 1."
     from show_attend_tell.config import fail
@@ -421,7 +421,7 @@ def sat_evaluate(checkpoint:str, # best.pth or last.pth written by sat_train
         res = evaluate_checkpoint(checkpoint, data, split, beam_size, out_dir=out_dir, metrics=metrics,
                                   max_images=max_images, device=device, attention_dir=attention_dir,
                                   n_figures=n_figures, progress=not quiet)
-    except (EvaluationError, DataError, ValueError) as e:
+    except (EvaluationError, DataError, ValueError, RuntimeError) as e:   # RuntimeError: a device that is not there
         fail(str(e))
     print(Path(res['report']['md']).read_text())
     print(f"written: {res['report']['json']}, {res['report']['md']}")
