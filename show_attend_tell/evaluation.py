@@ -370,7 +370,7 @@ def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth
     from show_attend_tell.training import load_checkpoint, CheckpointError
     from show_attend_tell.inference import caption_features
     data, vocab, cache = load_prepared(data_dir)
-    dev = get_device(device or 'auto')
+    dev = get_device(device)
     try: model, cfg, _, extra = load_checkpoint(checkpoint, vocab=vocab, map_location=dev)
     except CheckpointError as e: raise EvaluationError(str(e)) from None
     enc = cache.manifest.get('encoder')
