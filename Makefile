@@ -15,7 +15,7 @@ export PATH := $(QUARTO_PATH)$(CURDIR)/$(BIN):$(PATH)
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	@if [ -d .git ]; then $(BIN)/nbdev_install_hooks >/dev/null; fi
+	@if [ -e .git ]; then $(BIN)/nbdev_install_hooks >/dev/null; fi
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -13,7 +13,8 @@ import json, sys, time, shutil
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from show_attend_tell.config import preset
-from show_attend_tell.data import prepare, SHAPE_SIZES
+from show_attend_tell.features import prepare
+from show_attend_tell.shapes import SHAPE_SIZES
 from show_attend_tell.encoder import Encoder, efficientnet_lite0_imagenet, LITE0_MEAN, LITE0_STD
 from show_attend_tell.training import train
 from show_attend_tell.evaluation import evaluate_checkpoint

@@ -22,9 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import FEAT_DIM, RESULTS, Profile, autocast, load_avg, machine_info, md_table, time_interleaved, write_result
 from show_attend_tell.config import preset
-from show_attend_tell.data import END
+from show_attend_tell.vocab import END
 from show_attend_tell.decoder import ShowAttendTell
-from show_attend_tell.inference import beam_search, beam_search_single
+from show_attend_tell.decoding import beam_search, beam_search_single
 
 GOAL = 5.0   # the issue: batched ≥ 5x the per-image loop's images/s at k = 5, on CPU
 

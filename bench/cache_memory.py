@@ -57,7 +57,8 @@ def child_write(work: Path, n: int, dim: int):
     "Write n tiny images, a Karpathy file and the cache through prepare_features."
     import numpy as np
     from PIL import Image
-    from show_attend_tell.data import prepare_features, read_karpathy
+    from show_attend_tell.features import prepare_features
+    from show_attend_tell.captions import read_karpathy
     import torch; torch.set_num_threads(1)
     img_dir = work/'images'; img_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -77,7 +78,10 @@ def child_write(work: Path, n: int, dim: int):
 
 def child_read(work: Path, mmap: bool, train: bool = False):
     "One training epoch over the cache (with a training step per batch if `train`); peak RSS before and after."
-    from show_attend_tell.data import FeatureCache, read_karpathy, build_vocab, get_dls
+    from show_attend_tell.features import FeatureCache
+    from show_attend_tell.captions import read_karpathy
+    from show_attend_tell.vocab import build_vocab
+    from show_attend_tell.loaders import get_dls
     import torch; torch.set_num_threads(1)
     data = read_karpathy(work/'dataset.json', work/'images', check=False)
     vocab = build_vocab(data, 100)
@@ -87,7 +91,7 @@ def child_read(work: Path, mmap: bool, train: bool = False):
     if train:
         from show_attend_tell.config import preset
         from show_attend_tell.decoder import ShowAttendTell
-        from show_attend_tell.training import CaptionLoss
+        from show_attend_tell.losses import CaptionLoss
         torch.manual_seed(0)
         cfg = preset('tiny')
         model = ShowAttendTell(cfg, len(vocab), cache.feat_dim).train()

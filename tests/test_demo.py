@@ -3,7 +3,8 @@ import json, subprocess, sys
 from pathlib import Path
 import pytest
 from show_attend_tell.cli import run_demo
-from show_attend_tell.evaluation import evaluate_checkpoint, EvaluationError
+from show_attend_tell.evaluation import evaluate_checkpoint
+from show_attend_tell.metrics import EvaluationError
 
 
 SMALL = dict(n_train=60, n_val=8, n_test=6, epochs=4, n_figures=2, progress=False)
@@ -59,7 +60,7 @@ def test_evaluate_checkpoint_refuses_other_features(demo, tmp_path):
     out, _ = demo
     sys.path.insert(0, str(Path(__file__).parent/'fixtures'))
     from standin_encoder import TinyEncoder
-    from show_attend_tell.data import prepare
+    from show_attend_tell.features import prepare
     other = prepare('shapes', out=tmp_path/'other', encoder=TinyEncoder(), n_train=60, n_val=8, n_test=6, progress=False)
     with pytest.raises(EvaluationError, match="efficientnet_lite0_local features .* holds tiny features"):
         evaluate_checkpoint(out/'run_soft'/'best.pth', other, progress=False)

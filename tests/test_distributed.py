@@ -7,8 +7,11 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).parent/'fixtures'))
 from standin_encoder import TinyEncoder  # noqa: E402
 from show_attend_tell import training as T  # noqa: E402
-from show_attend_tell.config import preset  # noqa: E402
-from show_attend_tell.data import prepare, load_prepared, get_dls  # noqa: E402
+from show_attend_tell.checkpoint import unwrap
+from show_attend_tell.loaders import shard_dl
+from show_attend_tell.config import preset# noqa: E402
+from show_attend_tell.features import prepare, load_prepared
+from show_attend_tell.loaders import get_dls# noqa: E402
 
 CFG = dict(embed_dim=16, hidden_dim=48, attn_dim=16, batch_size=16, epochs=3, lr=1e-2, bleu_every=3)
 
@@ -32,7 +35,7 @@ def test_sharded_plan_splits_every_epoch(shapes):
         full = dl.plan(epoch)
         shards = []
         for r in range(3):
-            s = T.shard_dl(dl, r, 3); s.epoch = epoch
+            s = shard_dl(dl, r, 3); s.epoch = epoch
             idxs = s.get_idxs()
             shards.append(s.epoch_batches)
             assert idxs == [i for b in s.epoch_batches for i in b] and list(s.sample()) == s.epoch_batches
@@ -53,7 +56,7 @@ def _worker(rank, world, port, data, out, attention):
         def before_batch(self):
             if self.training: seen.append(float(self.xb[0].sum()))
     learn = T.train(preset('tiny', attention=attention, **CFG), data, out, device='cpu', progress=False, cbs=[Spy()])
-    torch.save({'weights': {k: v.clone() for k, v in T.unwrap(learn.model).state_dict().items()},
+    torch.save({'weights': {k: v.clone() for k, v in unwrap(learn.model).state_dict().items()},
                 'steps': len(seen), 'seen': seen, 'baseline': learn.loss_func.baseline}, Path(out)/f'rank{rank}.pt')
 
 

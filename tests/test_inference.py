@@ -1,9 +1,9 @@
 "Decoding: greedy, sampling and batched beam search against the per-image reference; `caption` and `sat_caption`."
 import math, subprocess, sys, textwrap
 import pytest, torch
-from show_attend_tell.inference import (greedy_decode, sample_decode, beam_search, beam_search_single,
-                                        caption, find_images, read_image, CaptionError, Caption)
-from show_attend_tell.data import PAD, START, END, Vocab
+from show_attend_tell.decoding import greedy_decode, sample_decode, beam_search, beam_search_single, CaptionError
+from show_attend_tell.captioning import caption, find_images, read_image, Caption
+from show_attend_tell.vocab import PAD, START, END, Vocab
 
 from show_attend_tell.config import preset
 from show_attend_tell.decoder import ShowAttendTell
@@ -314,7 +314,7 @@ def test_read_image_applies_exif_orientation(tmp_path):
 def run_cli(tmp_path, *args):
     "Run sat_caption as its console-script entry point does (a top-level call in a script)."
     script = tmp_path/'entry.py'
-    script.write_text('from show_attend_tell.inference import sat_caption\nsat_caption()\n')
+    script.write_text('from show_attend_tell.captioning import sat_caption\nsat_caption()\n')
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=120)
 
 

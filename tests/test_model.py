@@ -3,7 +3,9 @@ import dataclasses
 import pytest, torch
 import torch.nn.functional as F
 from show_attend_tell.config import preset
-from show_attend_tell.data import PAD, START, END, make_shapes, read_karpathy, build_vocab, load_image
+from show_attend_tell.vocab import PAD, START, END, build_vocab
+from show_attend_tell.shapes import make_shapes
+from show_attend_tell.captions import read_karpathy, load_image
 from show_attend_tell.attention import Attention, soft_context, hard_context, doubly_stochastic_penalty
 from show_attend_tell.decoder import ShowAttendTell
 from show_attend_tell.encoder import get_encoder

@@ -7,8 +7,14 @@ import pytest, torch
 sys.path.insert(0, str(Path(__file__).parent/'fixtures'))
 from standin_encoder import TinyEncoder  # noqa: E402
 from show_attend_tell import training as T  # noqa: E402
-from show_attend_tell.config import preset  # noqa: E402
-from show_attend_tell.data import prepare, load_prepared, get_dls, Vocab, PAD  # noqa: E402
+from show_attend_tell.attention import doubly_stochastic_penalty
+from show_attend_tell.checkpoint import CheckpointError, FORMAT_VERSION, build_model, load_checkpoint, save_checkpoint
+from show_attend_tell.learner import make_learner
+from show_attend_tell.losses import CaptionLoss, reinforce_loss, update_baseline
+from show_attend_tell.config import preset# noqa: E402
+from show_attend_tell.features import prepare, load_prepared
+from show_attend_tell.loaders import get_dls
+from show_attend_tell.vocab import Vocab, PAD# noqa: E402
 
 torch.set_num_threads(1)
 HERE = Path(__file__).parent
@@ -35,7 +41,7 @@ def _single_sample_grads(theta, reward_fn, baseline, n, gen):
     th = theta.repeat(n, 1).requires_grad_()                       # one copy of θ per sample: per-sample gradients
     s = torch.multinomial(theta.softmax(0), n, replacement=True, generator=gen)
     logp_s = th.log_softmax(1).gather(1, s[:, None]).squeeze(1)
-    (-T.reinforce_loss(reward_fn(th, s), logp_s, baseline=baseline)).sum().backward()
+    (-reinforce_loss(reward_fn(th, s), logp_s, baseline=baseline)).sum().backward()
     return th.grad.double()
 
 
@@ -70,7 +76,7 @@ def test_baseline_reduces_variance_and_update_rule():
         v[b] = _single_sample_grads(theta, lambda th, s: table[s], b, 20000, gen).var(0).sum()
     assert v[max(v)] < 0.5 * v[0.]
     r = torch.tensor([-10., -12.])
-    assert T.update_baseline(-5., r, 0.9) == pytest.approx(0.9 * -5 + 0.1 * -11)
+    assert update_baseline(-5., r, 0.9) == pytest.approx(0.9 * -5 + 0.1 * -11)
 
 
 def test_loss_value_and_masking():
@@ -78,15 +84,15 @@ def test_loss_value_and_masking():
     cfg = tiny_cfg(alpha_c=1.0)
     V, L, D = 10, 9, 8
     torch.manual_seed(0)
-    model = T.build_model(cfg, V, D).eval()
+    model = build_model(cfg, V, D).eval()
     feats = torch.randn(1, L, D)
     cap = torch.tensor([[1, 5, 6, 7, 2]])
     padded = torch.tensor([[1, 5, 6, 7, 2, 0, 0]])
-    loss = T.CaptionLoss(cfg)
+    loss = CaptionLoss(cfg)
     with torch.no_grad():
         a, b = loss(model(feats, cap), cap), loss(model(feats, padded), padded)
     assert torch.allclose(a, b, atol=1e-5)
-    assert T.doubly_stochastic_penalty(torch.full((1, 3, 4), 0.25), torch.tensor([[True, True, False]])).item() == pytest.approx(4 * 0.25)
+    assert doubly_stochastic_penalty(torch.full((1, 3, 4), 0.25), torch.tensor([[True, True, False]])).item() == pytest.approx(4 * 0.25)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -101,8 +107,8 @@ def _one_batch_learner(shapes, cfg):
     ds = torch.utils.data.TensorDataset(feats, caps)
     one = DataLoaders(FDL(ds, bs=len(caps)), FDL(ds, bs=len(caps)), device='cpu')
     torch.manual_seed(0)
-    model = T.build_model(cfg, len(vocab), cache.feat_dim)
-    return T.make_learner(one, model, cfg, vocab, bleu=False, progress=False)
+    model = build_model(cfg, len(vocab), cache.feat_dim)
+    return make_learner(one, model, cfg, vocab, bleu=False, progress=False)
 
 
 def _valid_nll(learn):
@@ -152,44 +158,44 @@ def test_malicious_pickle_is_refused(tmp_path, how):
     elif how == 'pickle.dump': path.write_bytes(pickle.dumps(_Evil(str(marker))))
     else:
         cfg, vocab = tiny_cfg(), Vocab(['<pad>', '<start>', '<end>', '<unk>', 'a', 'b'])
-        T.save_checkpoint(path, T.build_model(cfg, 6, 8), cfg, vocab, feat_dim=8)
+        save_checkpoint(path, build_model(cfg, 6, 8), cfg, vocab, feat_dim=8)
         ck = torch.load(path, weights_only=True); ck['log'] = [_Evil(str(marker))]
         torch.save(ck, path)
-    with pytest.raises(T.CheckpointError, match='refusing to load'):
-        T.load_checkpoint(path)
+    with pytest.raises(CheckpointError, match='refusing to load'):
+        load_checkpoint(path)
     assert not marker.exists()
 
 
 def test_checkpoint_roundtrip_and_refusals(tmp_path):
     cfg = tiny_cfg('hard')
     vocab = Vocab(['<pad>', '<start>', '<end>', '<unk>', 'red', 'circle'])
-    model = T.build_model(cfg, len(vocab), 8)
-    p = T.save_checkpoint(tmp_path/'m.pth', model, cfg, vocab, feat_dim=8, encoder='tiny', epoch=2, baseline=-3.5,
+    model = build_model(cfg, len(vocab), 8)
+    p = save_checkpoint(tmp_path/'m.pth', model, cfg, vocab, feat_dim=8, encoder='tiny', epoch=2, baseline=-3.5,
                           log=[{'epoch': 0, 'bleu4': None}, {'epoch': 1, 'bleu4': 0.25}])
     assert sorted(os.listdir(tmp_path)) == ['m.pth']                  # no temp file left behind
-    m2, cfg2, v2, extra = T.load_checkpoint(p)
+    m2, cfg2, v2, extra = load_checkpoint(p)
     assert cfg2 == cfg and v2 == vocab and not m2.training
     assert extra['epoch'] == 2 and extra['encoder'] == 'tiny' and extra['feat_dim'] == 8 and extra['baseline'] == -3.5
     assert extra['log'][1]['bleu4'] == 0.25
     for k, v in model.state_dict().items(): assert torch.equal(v, m2.state_dict()[k])
     # another vocabulary
-    with pytest.raises(T.CheckpointError, match='another vocabulary'):
-        T.load_checkpoint(p, vocab=Vocab(['<pad>', '<start>', '<end>', '<unk>', 'red', 'square']))
+    with pytest.raises(CheckpointError, match='another vocabulary'):
+        load_checkpoint(p, vocab=Vocab(['<pad>', '<start>', '<end>', '<unk>', 'red', 'square']))
     # another format version
-    ck = torch.load(p, weights_only=True); ck['format_version'] = T.FORMAT_VERSION + 1; torch.save(ck, tmp_path/'v.pth')
-    with pytest.raises(T.CheckpointError, match=f'format version {T.FORMAT_VERSION + 1}'): T.load_checkpoint(tmp_path/'v.pth')
+    ck = torch.load(p, weights_only=True); ck['format_version'] = FORMAT_VERSION + 1; torch.save(ck, tmp_path/'v.pth')
+    with pytest.raises(CheckpointError, match=f'format version {FORMAT_VERSION + 1}'): load_checkpoint(tmp_path/'v.pth')
     # not ours, damaged, missing
     torch.save({'weights': torch.zeros(2)}, tmp_path/'other.pth')
-    with pytest.raises(T.CheckpointError, match='not a show_attend_tell checkpoint'): T.load_checkpoint(tmp_path/'other.pth')
+    with pytest.raises(CheckpointError, match='not a show_attend_tell checkpoint'): load_checkpoint(tmp_path/'other.pth')
     (tmp_path/'cut.pth').write_bytes(p.read_bytes()[:1000])
-    with pytest.raises(T.CheckpointError, match='not a readable checkpoint'): T.load_checkpoint(tmp_path/'cut.pth')
-    with pytest.raises(T.CheckpointError, match='does not exist'): T.load_checkpoint(tmp_path/'nope.pth')
+    with pytest.raises(CheckpointError, match='not a readable checkpoint'): load_checkpoint(tmp_path/'cut.pth')
+    with pytest.raises(CheckpointError, match='does not exist'): load_checkpoint(tmp_path/'nope.pth')
     # weights that do not fit the described model
     ck = torch.load(p, weights_only=True); ck['feat_dim'] = 9; torch.save(ck, tmp_path/'shape.pth')
-    with pytest.raises(T.CheckpointError, match='weights do not fit'): T.load_checkpoint(tmp_path/'shape.pth')
+    with pytest.raises(CheckpointError, match='weights do not fit'): load_checkpoint(tmp_path/'shape.pth')
     # every message is one line
     for f in ('v.pth', 'other.pth', 'cut.pth', 'shape.pth'):
-        with pytest.raises(T.CheckpointError) as e: T.load_checkpoint(tmp_path/f)
+        with pytest.raises(CheckpointError) as e: load_checkpoint(tmp_path/f)
         assert '\n' not in str(e.value)
 
 
@@ -271,7 +277,7 @@ def test_sat_train_cli(shapes, tmp_path, capsys):
     T.sat_train.__wrapped__(str(shapes), config=str(cfg_file), epochs=1, out=str(out), quiet=True, device='cpu')
     said = capsys.readouterr().out
     assert str(out/'best.pth') in said and str(out/'log.json') in said
-    _, cfg, _, extra = T.load_checkpoint(out/'last.pth')
+    _, cfg, _, extra = load_checkpoint(out/'last.pth')
     assert (cfg.name, cfg.hidden_dim, cfg.epochs, cfg.encoder, extra['encoder']) == ('tiny', 32, 1, 'tiny', 'tiny')
     for args, msg in [((str(tmp_path/'nowhere'),), 'not a prepared data folder'),
                       ((str(shapes),), 'already holds a run'),
