@@ -10,7 +10,11 @@ STAMP := $(VENV)/.installed
 QUARTO_PATH := $(if $(shell command -v quarto 2>/dev/null | grep -v '^$(CURDIR)/tools'),,$(CURDIR)/tools:)
 export PATH := $(QUARTO_PATH)$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test sync nbtest pytest docs docs-check sysdeps bench clean
+# tools/quarto typesets the site's maths at build time with KaTeX from npm (pinned in package-lock.json); only that
+# path needs Node.js. katex 0.19's CLI dependency (commander) declares node>=22: npm warns on node 20, the library works.
+KATEX := node_modules/.katex-installed
+
+.PHONY: install katex demo test sync nbtest pytest docs docs-check sysdeps bench clean
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +23,13 @@ $(STAMP): settings.ini setup.py
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+$(KATEX): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: the docs' maths needs Node.js and npm: run \`make sysdeps\` (apt-get install nodejs npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(KATEX)
+
+katex: $(KATEX)
 
 demo: install
 	$(BIN)/sat_demo
@@ -39,7 +50,7 @@ nbtest: install
 pytest: install
 	$(BIN)/python -m pytest -q tests --ignore=tests/docs
 
-docs: install
+docs: install $(if $(QUARTO_PATH),katex)
 	@rm -rf _docs
 	$(BIN)/nbdev_readme
 	$(BIN)/nbdev_docs --n_workers 1
@@ -53,4 +64,4 @@ bench: install
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf _docs _proc build *.egg-info
+	rm -rf _docs _proc build *.egg-info node_modules
