@@ -42,11 +42,8 @@ def check_java(why:str='coco-caption'):
 # %% ../nbs/12_metrics.ipynb #22162ddd
 _PTB_DIR = Path(ptbtokenizer.__file__).resolve().parent
 
-def _ptb_dir_writable()->bool:
-    return os.access(_PTB_DIR, os.W_OK)
-
-def _ptb_tokenize_tmp(captions:dict)->dict:
-    "What `PTBTokenizer.tokenize` does, with the temporary file in the system temp folder."
+def _ptb_tokenize_java(captions:dict)->dict:
+    "What `PTBTokenizer.tokenize` does, with the temporary file in the system temp folder and the JVM's output captured."
     keys = [k for k, v in captions.items() for _ in v]
     text = '\n'.join(c['caption'].replace('\n', ' ') for v in captions.values() for c in v)
     with tempfile.NamedTemporaryFile('wb', suffix='.txt', delete=False) as f:
@@ -69,7 +66,7 @@ def ptb_tokenize(captions:dict, # key -> list of caption strings
     "coco-caption's tokenization of every caption: key -> list of lower-cased, space-joined tokens, punctuation removed."
     check_java('the PTB tokenizer of coco-caption')
     wrapped = {k: [{'caption': c} for c in v] for k, v in captions.items()}
-    out = PTBTokenizer().tokenize(wrapped) if _ptb_dir_writable() else _ptb_tokenize_tmp(wrapped)
+    out = _ptb_tokenize_java(wrapped)
     for k, v in captions.items():                 # a trailing empty caption can lose its (empty) output line
         got = out.setdefault(k, [])
         got.extend([''] * (len(v) - len(got)))

@@ -76,10 +76,12 @@ def test_wrong_captions_score_lower(refs, ours):
     for k in s: assert s[k] < ours[k], k
 
 
-def test_tokenizer_fallback_without_writable_package_dir(monkeypatch, refs):
-    want = ev.ptb_tokenize(refs)
-    monkeypatch.setattr(ev, '_ptb_dir_writable', lambda: False)
-    assert ev.ptb_tokenize(refs) == want
+def test_ptb_tokenize_is_pycocoevalcaps_and_prints_nothing(capfd, refs):
+    got = ev.ptb_tokenize(refs)
+    out, err = capfd.readouterr()
+    assert 'PTBTokenizer' not in out + err, "the JVM's 'PTBTokenizer tokenized ...' line leaked"
+    want = PTBTokenizer().tokenize({k: [{'caption': c} for c in v] for k, v in refs.items()})
+    assert got == want
 
 
 def test_python_tokenizer_matches_ptb_on_fixture_captions(flickr):

@@ -16,7 +16,7 @@ from .conftest import open_page, requested_urls
 
 ROOT = Path(__file__).resolve().parents[2]
 # The pages that explain the paper's equations (eq. 1-14); each shows display maths.
-MATH_PAGES = ['attention.html', 'decoder.html', 'training.html', 'tutorials/soft_vs_hard.html']
+MATH_PAGES = ['attention.html', 'decoder.html', 'losses.html', 'tutorials/soft_vs_hard.html']
 RAW_TEX = ('\\frac', '\\[', '\\]', '\\(', '$$', '\\tag', '\\begin{', '\\mathbf')  # TeX that only shows when nothing typeset it
 LOCAL_SCHEMES = ('file:', 'data:', 'blob:', 'about:', 'chrome:', 'chrome-extension:', 'devtools:')
 LOCAL_HOSTS = ('localhost', '127.0.0.1', '[::1]')
