@@ -34,6 +34,10 @@ katex: $(KATEX)
 demo: install
 	$(BIN)/sat_demo
 
+# JupyterLab with this venv as the kernel (its python3 kernel is .venv's ipykernel): run the notebooks step by step.
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=nbs
+
 # System packages the tests need: Chromium for the docs check, Java for METEOR (coco-caption).
 sysdeps:
 	@bash tools/sysdeps.sh

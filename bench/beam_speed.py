@@ -20,7 +20,7 @@ import argparse, sys
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
-from common import FEAT_DIM, RESULTS, Profile, autocast, load_avg, machine_info, md_table, time_interleaved, write_result
+from common import FEAT_DIM, RESULTS, Profile, autocast, load_avg, machine_info, md_table, time_interleaved, write_result, bench_cfg
 from show_attend_tell.config import preset
 from show_attend_tell.vocab import END
 from show_attend_tell.decoder import ShowAttendTell
@@ -45,7 +45,7 @@ class NoEnd(torch.nn.Module):
 def build(size, logit_scale=20.0, seed=0, device='cpu'):
     "The real model at preset `size`, random init, output layer scaled by `logit_scale`, `<end>` disabled."
     torch.manual_seed(seed)
-    cfg = preset(size)
+    cfg = bench_cfg(size)
     model = ShowAttendTell(cfg, vocab_size=cfg.vocab_size, feat_dim=FEAT_DIM[cfg.encoder]).eval()
     with torch.no_grad():                       # peaked word distributions, like a trained model's
         model.out.weight.mul_(logit_scale); model.out.bias.mul_(logit_scale)

@@ -20,7 +20,7 @@ import sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
-from common import FEAT_DIM, Profile, TrainStep, caption_batch, load_avg, machine_info, md_table, step_bench_main, time_interleaved
+from common import FEAT_DIM, Profile, TrainStep, caption_batch, load_avg, machine_info, md_table, step_bench_main, time_interleaved, bench_cfg
 from show_attend_tell.config import preset
 from show_attend_tell.decoder import ShowAttendTell
 from proposed import Proposed
@@ -90,7 +90,7 @@ def square_peak(device='cpu', dtype=torch.float32, n=2048, reps=5):
 
 def bench_preset(name, T, reps, device='cpu', amp_dtype=None, batch=None, try_proposed=True):
     """Time the library's step, the step with `proposed.py`'s changes (CPU only) and the matmul set in turns."""
-    cfg = preset(name)
+    cfg = bench_cfg(name)
     V, L, D, B = cfg.vocab_size, cfg.num_locations, FEAT_DIM[cfg.encoder], batch or cfg.batch_size
     feats, caps = caption_batch(V, B, T, L, D, device=device)
     torch.manual_seed(0)
@@ -126,7 +126,7 @@ def run(presets=('tiny', 'coco'), length=12, reps=3, device='cpu', amp_dtype=Non
         log(f"  GFLOP/s {name}: {r['achieved_gflops']} achieved, torch.mm {r['mm_gflops']} at the step's shapes: "
             f"{r['fraction_of_mm']:.0%}" + (f"; with the proposed change {r['proposed_fraction_of_mm']:.0%}" if cpu else ''))
         if name == profile_preset:
-            cfg = preset(name)
+            cfg = bench_cfg(name)
             B, H, D = r['batch'], cfg.hidden_dim, r['D']
             prof = Profile(step, device)
             four_d = lambda sh: len(sh[0]) == 4

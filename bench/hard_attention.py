@@ -12,19 +12,19 @@ import sys
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
-from common import FEAT_DIM, TrainStep, caption_batch, load_avg, machine_info, md_table, step_bench_main, time_interleaved
+from common import FEAT_DIM, TrainStep, caption_batch, load_avg, machine_info, md_table, step_bench_main, time_interleaved, bench_cfg
 from show_attend_tell.config import preset
 from show_attend_tell.decoder import ShowAttendTell
 
 
 def bench_preset(name, T, reps, device='cpu', amp_dtype=None):
-    cfg = preset(name)
+    cfg = bench_cfg(name)
     V, L, D, B = cfg.vocab_size, cfg.num_locations, FEAT_DIM[cfg.encoder], cfg.batch_size
     feats, caps = caption_batch(V, B, T, L, D, device=device)
     steps = {}
     for mode in ('soft', 'expected', 'hard'):
         torch.manual_seed(0)
-        steps[mode] = TrainStep(ShowAttendTell(preset(name, attention='soft' if mode == 'soft' else 'hard'), V, D).to(device),
+        steps[mode] = TrainStep(ShowAttendTell(bench_cfg(name, attention='soft' if mode == 'soft' else 'hard'), V, D).to(device),
                                 feats, caps, mode, amp_dtype)
     t = time_interleaved(steps, reps, device=device)
     avg = (t['expected'] + t['hard']) / 2

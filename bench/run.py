@@ -8,6 +8,9 @@ Topics (each figure that compares two things measures both in the same run, time
   encoders        feature extraction images/s of every encoder at 224×224, cache bytes per image
   cache_memory    peak RSS of training from a 20,000-image cache vs a 2,000-image one
   hard_attention  the cost of a hard-attention training step relative to soft
+  cider_speed     captions/s of the SCST CIDEr-D reward vs pycocoevalcap's Cider, same scores checked
+  app_latency     sat_app: seconds until its page is served, seconds to answer a 224×224 upload with beam 3
+  grounding       scoring 5,000 images × 15 words against COCO instance masks: seconds and peak memory
 With a CUDA GPU the training, FLOP/s, hard-attention, beam and encoder topics run again on it under autocast (AMP);
 without one the results say "cpu only".
 
@@ -18,7 +21,7 @@ import argparse, json, sys, time, traceback
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
-import beam_speed, cache_memory, encoders, flops, hard_attention, train_speed
+import app_latency, beam_speed, cache_memory, cider_speed, encoders, flops, grounding, hard_attention, train_speed
 from common import DISTURBED, RESULTS, OtherLoad, machine_info, machine_line, md_table, wait_for_quiet, write_result, _atomic_write
 
 COMMAND = 'make bench'
@@ -32,13 +35,19 @@ def cpu_topics(quick=False):
                 ('beam_speed', 'batched vs per-image beam search', lambda log: beam_speed.run(('tiny',), images=8, per_turn=1, reps=1, max_len=10, log=log)),
                 ('encoders', 'feature extraction', lambda log: encoders.run(batch=2, images=4, reps=1, names=['efficientnet_lite0_local'], log=log)),
                 ('cache_memory', 'peak memory while training from the cache', lambda log: cache_memory.run((200, 400), log=log)),
-                ('hard_attention', 'hard vs soft attention per training step', lambda log: hard_attention.run(('tiny',), reps=2, log=log))]
+                ('hard_attention', 'hard vs soft attention per training step', lambda log: hard_attention.run(('tiny',), reps=2, log=log)),
+                ('app_latency', 'sat_app start-up and response time', lambda log: app_latency.run(reps=2, log=log)),
+                ('grounding', 'grounding against COCO masks', lambda log: grounding.run(images=100, modes=('cell',), log=log)),
+                ('cider_speed', 'CIDEr-D reward vs pycocoevalcap', lambda log: cider_speed.run(200, (20,), reps=1, log=log))]
     return [('train_speed', 'training step vs the reference decoder (tiny, flickr8k, coco)', lambda log: train_speed.run(log=log)),
             ('flops', 'achieved GFLOP/s of the training step vs torch.mm', lambda log: flops.run(log=log)),
             ('beam_speed', 'batched vs per-image beam search, k = 1, 3, 5', lambda log: beam_speed.run(log=log)),
             ('encoders', 'feature extraction images/s, cache bytes per image', lambda log: encoders.run(log=log)),
             ('cache_memory', 'peak memory while training from a 20,000 vs 2,000-image cache', lambda log: cache_memory.run(log=log)),
-            ('hard_attention', 'hard vs soft attention per training step', lambda log: hard_attention.run(log=log))]
+            ('hard_attention', 'hard vs soft attention per training step', lambda log: hard_attention.run(log=log)),
+            ('app_latency', 'sat_app start-up and response time (224×224, beam 3)', lambda log: app_latency.run(log=log)),
+            ('grounding', 'grounding 5,000 images × 15 words against COCO masks: seconds, peak memory', lambda log: grounding.run(log=log)),
+            ('cider_speed', 'CIDEr-D reward (SCST) captions/s vs pycocoevalcap', lambda log: cider_speed.run(log=log))]
 
 
 def gpu_topics(quick=False):

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
-from common import FEAT_DIM, TrainStep, autocast, caption_batch, load_avg, machine_info, md_table, step_bench_main, time_interleaved
+from common import FEAT_DIM, TrainStep, autocast, caption_batch, load_avg, machine_info, md_table, step_bench_main, time_interleaved, bench_cfg
 from show_attend_tell.config import preset
 from show_attend_tell.decoder import ShowAttendTell
 
@@ -75,7 +75,7 @@ class ReferenceStep:
 
 
 def bench_preset(name, T, reps, device='cpu', amp_dtype=None, batch=None):
-    cfg = preset(name)
+    cfg = bench_cfg(name)
     V, L, D, B = cfg.vocab_size, cfg.num_locations, FEAT_DIM[cfg.encoder], batch or cfg.batch_size
     feats, caps = caption_batch(V, B, T, L, D, device=device)
     torch.manual_seed(0)

@@ -16,17 +16,20 @@ __all__ = ['Attention', 'soft_context', 'hard_context', 'doubly_stochastic_penal
 class Attention(nn.Module):
     "f_att: log α_t over the L locations from the projected annotations W_a a and the hidden state h_{t−1} (eq. 4–5)."
     def __init__(self, feat_dim:int, hidden_dim:int, attn_dim:int,
-                 n_locations:int|None=None): # L: give it to let f_att read where each a_i is (see below)
+                 n_locations:int|None=None, # L: give it to let f_att read where each a_i is (see below)
+                 layers:int=1): # 2: a tanh layer on W_a a + b before h is added (arctic's n_layers_att=2)
         super().__init__()
         self.feat_proj = nn.Linear(feat_dim, attn_dim)                 # W_a (and b)
+        self.feat_deep = nn.Linear(attn_dim, attn_dim) if layers == 2 else None   # W'_a (and b'), layers=2 only
         self.hidden_proj = nn.Linear(hidden_dim, attn_dim, bias=False) # W_h
         self.score = nn.Linear(attn_dim, 1)                            # w (and c)
         # p_i, one learned vector per location; zeros, so training starts from the paper's content-only f_att
         self.where = nn.Parameter(torch.zeros(n_locations, attn_dim)) if n_locations else None
 
     def project(self, feats:torch.Tensor)->torch.Tensor:
-        "W_a a_i + b (+ p_i) for every location: (G, L, D) → (G, L, A), once per image."
+        "W_a a_i + b (or tanh(W'_a(W_a a_i + b) + b') with layers=2) (+ p_i) for every location: (G, L, D) → (G, L, A), once per image."
         proj = self.feat_proj(feats)
+        if self.feat_deep is not None: proj = torch.tanh(self.feat_deep(proj))
         return proj if self.where is None else proj + self.locations(proj.shape[1]).to(proj.dtype)
 
     def locations(self, L:int)->torch.Tensor:

@@ -4,6 +4,7 @@
 
 # %% ../nbs/19_captioning.ipynb #0ea543f2
 from __future__ import annotations
+import sys
 from pathlib import Path
 from typing import NamedTuple
 import torch
@@ -92,12 +93,12 @@ class Captioner(NamedTuple):
     encoder: torch.nn.Module
     cfg: object
 
-def load_captioner(checkpoint, # a checkpoint file written by training (`save_checkpoint`, `sat_train`)
+def load_captioner(checkpoint, # a checkpoint file written by training (`save_checkpoint`, `sat_train`), or a model folder (`sat_export`)
                    device=None, # where to put the model and encoder (None: the CPU)
                   )->Captioner:
     "The trained model (eval mode), its vocabulary, config, and the encoder its features came from."
     path = Path(checkpoint)
-    if not path.exists(): raise CaptionError(f"checkpoint {path} does not exist; pass the checkpoint file written by training")
+    if not path.exists(): raise CaptionError(f"checkpoint {path} does not exist; pass the checkpoint file written by training or a model folder written by sat_export")
     dev = get_device(device) if device is not None else torch.device('cpu')
     try: model, cfg, vocab, extra = load_checkpoint(path, map_location=dev)
     except CheckpointError as e: raise CaptionError(str(e)) from None
@@ -163,17 +164,23 @@ def sat_caption(paths:Param("image files (JPEG/PNG) or folders of them", str, na
                 max_len:int=50, # maximum decoding steps
                 length_norm:float=None, # rank by score / length^α (α = this value)
                 attention_dir:str=None, # write one attention figure per image into this folder
+                skip_bad:bool=True, # skip unreadable images (listed at the end) instead of stopping at the first
                 device:str='auto'): # 'auto', 'cpu' or 'cuda'
     "Console script: print one caption per image (`path<TAB>caption`)."
     try:
         if beam_size < 1: raise CaptionError(f"--beam_size must be at least 1, got {beam_size}")
         if max_len < 1: raise CaptionError(f"--max_len must be at least 1, got {max_len}")
         if length_norm is not None and length_norm < 0: raise CaptionError(f"--length_norm must be ≥ 0, got {length_norm}")
-        images = find_images(paths, check=True)
+        images, pils, skipped = [], [], []
+        for p in find_images(paths):              # a missing path fails here, before the model is loaded
+            try: pils.append(read_image(p)); images.append(p)
+            except CaptionError as e:
+                if not skip_bad: raise
+                skipped.append(str(e))
+        if not images: raise CaptionError(f"no readable images: {skipped[0]}")
         if checkpoint is None: raise CaptionError("--checkpoint is required: the trained model to caption with")
         dev = get_device(device)
         cap = load_captioner(checkpoint, dev)
-        pils = [read_image(p) for p in images]
         caps = caption(pils, model=cap.model, vocab=cap.vocab, encoder=cap.encoder, beam_size=beam_size,
                        max_len=max_len, length_norm=length_norm)
         for p, c in zip(images, caps): print(f"{p}\t{c.text}")
@@ -182,4 +189,6 @@ def sat_caption(paths:Param("image files (JPEG/PNG) or folders of them", str, na
             folder.mkdir(parents=True, exist_ok=True)
             for i, (p, img, c) in enumerate(zip(images, pils, caps)):
                 save_attention_figure(img, c.words, c.alphas, _figure_path(folder, p, i, used), mode=cap.cfg.attention)
+        if skipped:
+            print(f"skipped {len(skipped)} unreadable file{'s'[:len(skipped) > 1]}:", *(f"  {s}" for s in skipped), sep='\n', file=sys.stderr)
     except (CaptionError, ConfigError, RuntimeError) as e: fail(str(e))

@@ -4,19 +4,19 @@
 
 # %% ../nbs/15_checkpoint.ipynb #f956889d
 from __future__ import annotations
-import pickle, random
+import json, math, pickle, random
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn
-from .core import atomic_write
+from .core import atomic_write, read_json
 from .config import Config, ConfigError
 from .captions import DataError
 from .vocab import Vocab
 from .decoder import ShowAttendTell
 
 # %% auto #0
-__all__ = ['FORMAT_VERSION', 'build_model', 'unwrap', 'CheckpointError', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'read_checkpoint', 'load_checkpoint']
+__all__ = ['FORMAT_VERSION', 'MODEL_FILES', 'build_model', 'unwrap', 'CheckpointError', 'rng_state', 'set_rng_state',
+           'save_checkpoint', 'save_model_folder', 'read_model_folder', 'read_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/15_checkpoint.ipynb #5d70e2fd
 def build_model(cfg:Config, vocab_size:int, feat_dim:int)->nn.Module:
@@ -94,20 +94,78 @@ def save_checkpoint(path, # where to write (a `.pth` file)
     atomic_write(path, lambda p: torch.save(ck, p), fsync=True)
     return path
 
+# %% ../nbs/15_checkpoint.ipynb #24568ddc
+MODEL_FILES = ('model.safetensors', 'config.json', 'vocab.json')
+_FOLDER_KEYS = ('encoder', 'feat_dim', 'vocab_size', 'vocab_hash', 'epoch', 'log', 'baseline', 'train_state', 'torch_version')
+
+def _json_safe(x):
+    "`x` with NaN and ±inf replaced by None, so that it is strict JSON (what hubs and browsers parse)."
+    if isinstance(x, float): return x if math.isfinite(x) else None
+    if isinstance(x, dict): return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return [_json_safe(v) for v in x]
+    return x
+
+def save_model_folder(folder, # an existing folder to write the three files into
+                      ck:dict, # a checkpoint's dict, as `read_checkpoint` returns it
+                      **meta # more plain values to record in config.json
+                     )->Path:
+    "Write `model.safetensors`, `vocab.json` and, last, `config.json` of checkpoint `ck` into `folder`, each atomically."
+    from safetensors.torch import save_file           # lazy: only model folders need safetensors
+    folder = Path(folder)
+    weights = {k: v.detach().cpu().contiguous().clone() for k, v in ck['model'].items()}   # clone: no shared storage
+    atomic_write(folder/'model.safetensors', lambda p: save_file(weights, str(p), metadata={'format': 'pt'}), fsync=True)
+    atomic_write(folder/'vocab.json', json.dumps(ck['vocab'], ensure_ascii=False))
+    doc = {'format': 'show_attend_tell', 'format_version': FORMAT_VERSION, 'architectures': ['ShowAttendTell'],
+           'model_type': 'show_attend_tell', 'config': ck['config'], **{k: ck.get(k) for k in _FOLDER_KEYS}, **meta}
+    atomic_write(folder/'config.json', json.dumps(_json_safe(_plain(doc)), indent=2, ensure_ascii=False, allow_nan=False), fsync=True)
+    return folder
+
+def _safetensors_weights(path:Path)->dict:
+    "The tensors of the safetensors file `path`; anything else is refused before any of it is interpreted."
+    from safetensors.torch import load_file           # lazy: only model folders need safetensors
+    with open(path, 'rb') as f: head = f.read(4)
+    kind = 'a pickle' if head[:1] == b'\x80' else 'a zip archive (a torch.save file)' if head[:2] == b'PK' else None
+    if kind: raise CheckpointError(f"{path} is {kind}, not a safetensors file; refusing to load it (unpickling it could run "
+                                   "code): re-export the model with sat_export")
+    try: return load_file(path)
+    except Exception as e:      # safetensors raises its own error type (and OSError) for anything it cannot parse
+        msg = str(e).splitlines()[0] if str(e) else ''
+        raise CheckpointError(f"{path} is not a readable safetensors file ({type(e).__name__}: {msg}); re-export the model with sat_export") from None
+
+def read_model_folder(path, # a folder written by `save_model_folder` / `sat_export`
+                      map_location='cpu' # device to load the tensors onto
+                     )->dict:
+    "The dict `read_checkpoint` returns for a `.pth`, from a model folder (no optimizer or RNG states). Runs no code."
+    path = Path(path)
+    for f in MODEL_FILES:
+        if not (path/f).is_file():
+            raise CheckpointError(f"model folder {path} has no {f}; a model folder holds {', '.join(MODEL_FILES)} (write one with sat_export)")
+    meta = read_json(path/'config.json', 'model config', CheckpointError)
+    if not isinstance(meta, dict) or meta.get('format') != 'show_attend_tell':
+        raise CheckpointError(f"{path/'config.json'} is not a show_attend_tell model config (written by sat_export)")
+    vocab = read_json(path/'vocab.json', 'vocabulary file', CheckpointError)
+    weights = _safetensors_weights(path/'model.safetensors')
+    if isinstance(map_location, (str, torch.device)) and torch.device(map_location).type != 'cpu':
+        weights = {k: v.to(map_location) for k, v in weights.items()}
+    return {**{k: meta.get(k) for k in ('format', 'format_version', 'config', *_FOLDER_KEYS)},
+            'model': weights, 'vocab': vocab, 'optimizer': None, 'rng': None}
+
 # %% ../nbs/15_checkpoint.ipynb #a3bd98e3
-def read_checkpoint(path, # a checkpoint written by `save_checkpoint`
+def read_checkpoint(path, # a checkpoint written by `save_checkpoint`, or a model folder (`sat_export`)
                     vocab:Vocab|None=None, # refuse the checkpoint unless it was trained with this vocabulary
                     map_location='cpu'
                    )->dict:
-    "The checkpoint's dict, loaded with `weights_only=True` and checked (format version, vocabulary)."
+    "The checkpoint's dict, loaded with `weights_only=True` (a folder: safetensors) and checked (format version, vocabulary)."
     path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"checkpoint {path} does not exist")
-    try: ck = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} holds Python objects other than tensors and plain data; refusing to load it "
-                              "(unpickling it could run code): use a checkpoint written by save_checkpoint") from None
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if path.is_dir(): ck = read_model_folder(path, map_location)
+    elif not path.is_file(): raise CheckpointError(f"checkpoint {path} does not exist")
+    else:
+        try: ck = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:
+            raise CheckpointError(f"{path} holds Python objects other than tensors and plain data; refusing to load it "
+                                  "(unpickling it could run code): use a checkpoint written by save_checkpoint") from None
+        except Exception as e:
+            raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(ck, dict) or ck.get('format') != 'show_attend_tell':
         raise CheckpointError(f"{path} is not a show_attend_tell checkpoint (written by save_checkpoint / sat_train)")
     if ck.get('format_version') != FORMAT_VERSION:
@@ -116,6 +174,10 @@ def read_checkpoint(path, # a checkpoint written by `save_checkpoint`
     try: ck_vocab = Vocab.from_dict(ck['vocab'])
     except (KeyError, DataError) as e: raise CheckpointError(f"{path}: its vocabulary is unreadable ({e})") from None
     if ck_vocab.hash() != ck.get('vocab_hash'):
+        if path.is_dir():
+            raise CheckpointError(f"{path/'vocab.json'} is not the vocabulary the model was trained with ({len(ck_vocab)} words, sha1 "
+                                  f"{ck_vocab.hash()[:10]}…; config.json records sha1 {str(ck.get('vocab_hash'))[:10]}…): "
+                                  "put back the vocab.json exported with this model")
         raise CheckpointError(f"{path}: its vocabulary does not match its recorded hash; the file is damaged")
     if vocab is not None and vocab.hash() != ck['vocab_hash']:
         raise CheckpointError(f"{path} was trained with another vocabulary (sha1 {ck['vocab_hash'][:10]}…, "
@@ -124,7 +186,7 @@ def read_checkpoint(path, # a checkpoint written by `save_checkpoint`
     return ck
 
 # %% ../nbs/15_checkpoint.ipynb #c2534dea
-def load_checkpoint(path, # a checkpoint written by `save_checkpoint`
+def load_checkpoint(path, # a checkpoint written by `save_checkpoint`, or a model folder (`sat_export`)
                     vocab:Vocab|None=None, # refuse the checkpoint unless it was trained with this vocabulary
                     map_location='cpu' # device to load the tensors and the model onto
                    )->tuple:

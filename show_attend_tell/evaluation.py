@@ -4,7 +4,8 @@
 
 # %% ../nbs/20_evaluation.ipynb #39415c03
 from __future__ import annotations
-import json, re
+import io, json, re
+import numpy as np
 from pathlib import Path
 import torch
 from fastcore.script import call_parse
@@ -14,14 +15,17 @@ from .config import get_device
 from .captions import DataError
 from .features import load_prepared
 from .loaders import input_of
-from .metrics import EvaluationError, DEFAULT_METRICS, METRIC_KEYS, score_captions, dataset_attention_correctness
+from .metrics import EvaluationError, DEFAULT_METRICS, METRIC_KEYS, score_captions
+from .vocab import START, END, PAD
+from .grounding import (dataset_attention_correctness, CocoInstances, FlickrEntities, coco_grounding,
+                                        entities_grounding, grounding_figure)
 from .visualization import save_attention_figure
 from .checkpoint import CheckpointError, load_checkpoint
 from .captioning import caption_features
 
 # %% auto #0
-__all__ = ['PAPER_TABLE1', 'paper_row', 'compare_with_paper', 'evaluate_split', 'write_report', 'evaluate_checkpoint',
-           'sat_evaluate']
+__all__ = ['PAPER_TABLE1', 'paper_row', 'compare_with_paper', 'evaluate_split', 'public_grounding', 'write_report',
+           'teacher_forced_alphas', 'evaluate_entities', 'save_grounding_figure', 'evaluate_checkpoint', 'sat_evaluate']
 
 # %% ../nbs/20_evaluation.ipynb #ca579970
 _T1_KEYS = ('BLEU-1', 'BLEU-2', 'BLEU-3', 'BLEU-4', 'METEOR')
@@ -93,6 +97,8 @@ def evaluate_split(caption_fn, # caption_fn(list of dataset indices) -> one capt
                    grid_size:int|None=None, # attention grid side (default: √L)
                    tokenizer:str='ptb', # passed to `score_captions`
                    progress:bool=True, # progress bar over batches
+                   instances=None, # a COCO instances file (or `grounding.CocoInstances`): score the generated words against its masks
+                   upsample:str='cell', # how α is spread over the image for grounding: 'cell', 'bilinear' or 'smooth'
                   )->dict:
     "Caption every image of `split` with `caption_fn` and score against all references: scores, attention correctness, captions."
     recs = _records(data)
@@ -101,7 +107,7 @@ def evaluate_split(caption_fn, # caption_fn(list of dataset indices) -> one capt
     if not idxs: raise EvaluationError(f"no images in split {split!r} of {getattr(data, 'name', 'the data')}; "
                                        "evaluate a split that has images (train, val or test)")
     chunks = [idxs[i:i + batch_size] for i in range(0, len(idxs), batch_size)]
-    preds, refs, captions, att_items = {}, {}, [], []
+    preds, refs, captions, att_items, coco_items = {}, {}, [], [], []
     for chunk in (progress_bar(chunks) if progress else chunks):
         outs = list(caption_fn(chunk))
         if len(outs) != len(chunk):
@@ -113,12 +119,19 @@ def evaluate_split(caption_fn, # caption_fn(list of dataset indices) -> one capt
             refs[i] = list(r.raw) if r.raw else [' '.join(t) for t in r.tokens]
             captions.append({'index': i, 'image_id': r.image_id, 'path': str(r.path), 'caption': preds[i]})
             if alphas is not None and getattr(r, 'objects', None): att_items.append((words, alphas, r.objects))
+            if alphas is not None and instances is not None: coco_items.append((r, words, np.asarray(alphas, dtype=np.float32)[:len(words)]))
     scores = score_captions(preds, refs, metrics, tokenizer=tokenizer)
-    correctness = None
+    correctness, grounding = None, {}
     if att_items:
-        correctness = dataset_attention_correctness(att_items, grid_size)
+        shapes = dataset_attention_correctness(att_items, grid_size, upsample)
+        correctness = {k: shapes[k] for k in ('mass', 'pointing', 'uniform_mass', 'n_words', 'n_images')}
+        grounding['shapes'] = {k: v for k, v in shapes.items() if k != 'uniform_mass'}
+    if instances is not None:
+        if not coco_items: raise EvaluationError("grounding on COCO instances needs attention weights: give a caption_fn that returns (words, alphas)")
+        grounding['coco'] = coco_grounding(coco_items, instances, grid_size, upsample, keep_words=True)
+        grounding['coco']['_items'] = coco_items                  # for the figure; write_report leaves it out
     return {'split': split, 'n_images': len(idxs), 'scores': scores, 'attention_correctness': correctness,
-            'captions': captions}
+            'grounding': grounding or None, 'captions': captions}
 
 # %% ../nbs/20_evaluation.ipynb #979c9661
 def _correctness_md(c:dict)->list:
@@ -128,6 +141,31 @@ def _correctness_md(c:dict)->list:
             f"α mass inside the named object's box **{100*c['mass']:.1f}%** (uniform attention: "
             f"{100*c.get('uniform_mass', float('nan')):.1f}%), pointing accuracy **{100*c['pointing']:.1f}%**."]
 
+_SOURCE_NAMES = {'shapes': 'Shapes boxes', 'coco': 'COCO instances', 'entities': 'Flickr30k Entities (teacher-forced)'}
+def _pct(v): return '–' if v is None else f"{100*v:.1f}"
+
+def public_grounding(g:dict|None)->dict|None:
+    "The `grounding` of a result without its per-word lists (what the JSON report keeps)."
+    if not g: return None
+    return {s: {k: v for k, v in r.items() if k not in ('per_word', '_items')} for s, r in g.items()}
+
+def _grounding_md(g:dict|None, n_rows:int=12)->list:
+    if not g: return []
+    md = ["", "## Grounding: α on the named object", "",
+          "| source | words | α mass inside | uniform α | pointing | hallucinated words | images (skipped) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for s, r in g.items():
+        md.append(f"| {_SOURCE_NAMES.get(s, s)} | {r['n_words']} | {_pct(r['mass'])}% | {_pct(r['uniform'])}% | {_pct(r['pointing'])}% | "
+                  f"{_pct(r.get('hallucination_rate')) + '%' if r.get('hallucination_rate') is not None else '–'} | "
+                  f"{r.get('n_images', '?')} ({r.get('n_skipped', 0)}) |")
+    for s, r in g.items():
+        by = next((k for k in r if k.startswith('per_')), None)
+        rows = sorted((r.get(by) or {}).items(), key=lambda kv: -kv[1]['n_words'])[:n_rows]
+        if not rows: continue
+        md += ["", f"{_SOURCE_NAMES.get(s, s)}, per {by[4:]} (most frequent first):", "",
+               f"| {by[4:]} | words | mass | uniform | pointing |", "|---|---:|---:|---:|---:|"]
+        md += [f"| {k} | {v['n_words']} | {_pct(v['mass'])}% | {_pct(v['uniform'])}% | {_pct(v['pointing'])}% |" for k, v in rows]
+    return md
+
 # %% ../nbs/20_evaluation.ipynb #4cc6b3c5
 def write_report(scores:dict, # `score_captions` output, or a whole `evaluate_split` result
                  out_dir, # folder to write into (created)
@@ -136,33 +174,111 @@ def write_report(scores:dict, # `score_captions` output, or a whole `evaluate_sp
                  name:str='evaluation', # file stem: <name>.json and <name>.md
                  captions:list|None=None, # per-image captions (dicts with 'caption', ...)
                  attention_correctness:dict|None=None, # `dataset_attention_correctness` output
+                 grounding:dict|None=None, # per source ('shapes', 'coco', 'entities'): the `grounding` summaries
                  meta:dict|None=None, # anything else to record (checkpoint, beam size, split, ...)
                  n_examples:int=10, # example captions in the markdown
                 )->dict:
-    "Write `<name>.json` and `<name>.md` (scores, paper comparison, attention correctness) atomically; their paths."
+    "Write `<name>.json` and `<name>.md` (scores, paper comparison, attention correctness, grounding) atomically; their paths."
     if 'scores' in scores and isinstance(scores['scores'], dict):       # an evaluate_split result
         res = scores
         scores, captions = res['scores'], captions if captions is not None else res.get('captions')
         attention_correctness = attention_correctness or res.get('attention_correctness')
+        grounding = grounding or res.get('grounding')
         meta = {'split': res.get('split'), 'n_images': res.get('n_images'), **(meta or {})}
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     row = paper_row(dataset, attention) if dataset and attention else None
     doc = {'dataset': dataset, 'attention': attention, 'scores': scores,
            'scores_x100': {k: round(100*v, 2) for k, v in scores.items()}, 'paper_table1': row,
-           'attention_correctness': attention_correctness, 'meta': meta or {}, 'captions': captions or []}
+           'attention_correctness': attention_correctness,
+           'grounding': public_grounding(grounding), 'meta': meta or {}, 'captions': captions or []}
     md = [f"# Evaluation{f' on {dataset}' if dataset else ''}", ""]
     if meta: md += [', '.join(f"{k}: {v}" for k, v in meta.items() if v is not None), ""]
     if dataset and attention: md.append(compare_with_paper(scores, dataset, attention))
     else: md += ["| metric | score (×100) |", "|---|---:|"] + [f"| {k} | {100*v:.2f} |" for k, v in scores.items()]
     md += _correctness_md(attention_correctness)
+    md += _grounding_md(public_grounding(grounding))
     if captions:
         md += ["", "## Example captions", ""] + [f"- {c.get('path', c.get('index', ''))}: {c['caption']}" for c in captions[:n_examples]]
     paths = {'json': atomic_write(out/f'{name}.json', json.dumps(doc, indent=2, default=str)),
              'md': atomic_write(out/f'{name}.md', '\n'.join(md) + '\n')}
     return paths
 
+# %% ../nbs/20_evaluation.ipynb #ccc678ce
+def teacher_forced_alphas(model, # a `ShowAttendTell`
+                          feats, # (L, D) annotation vectors of one image
+                          token_lists:list, # the captions to read, as token lists
+                          vocab, # the model's `Vocab`
+                         )->list:
+    "α of the model reading each caption: one (len(tokens), L) numpy array per caption."
+    if not token_lists: return []
+    ids = [[START] + vocab.encode(t) + [END] for t in token_lists]
+    caps = torch.full((len(ids), max(map(len, ids))), PAD, dtype=torch.long)
+    for k, row in enumerate(ids): caps[k, :len(row)] = torch.tensor(row)
+    dev = next(model.parameters()).device
+    was = model.training; model.eval()
+    try:
+        with torch.no_grad(): out = model(feats[None].expand(len(ids), *feats.shape).to(dev), caps.to(dev))
+    finally: model.train(was)
+    a = out['alphas'].float().cpu().numpy()
+    return [a[k, :len(t)] for k, t in enumerate(token_lists)]
+
+def evaluate_entities(model, vocab, # the model and its vocabulary
+                      data, # `captions.CaptionData` whose image file stems are Entities ids
+                      feats_of, # feats_of(i) -> (L, D) annotation vectors of image i
+                      entities, # the Flickr30k Entities folder (or a `grounding.FlickrEntities`)
+                      split:str|None='test', max_images:int|None=None, grid_size:int|None=None, upsample:str='cell')->dict:
+    "Teacher-forced grounding of the annotated reference captions of `split`: mass, pointing, uniform, per entity type."
+    ent = entities if isinstance(entities, FlickrEntities) else FlickrEntities(entities)
+    idxs = [i for i, r in enumerate(_records(data)) if split is None or r.split == split][:max_images]
+    items, skipped = [], 0
+    for i in idxs:
+        key = ent.image_key(data[i])
+        if key is None: skipped += 1; continue
+        sents, ann = ent.get(key)
+        for s, a in zip(sents, teacher_forced_alphas(model, feats_of(i), [s['tokens'] for s in sents], vocab)):
+            items.append((key, s['tokens'], a, ann, s))
+    if not items:
+        raise EvaluationError(f"no image of split {split!r} has an annotation in {ent.folder} (images are matched by file "
+                              "name without extension, e.g. 1000092795.jpg -> Annotations/1000092795.xml); give the Entities folder of these images")
+    res = entities_grounding(items, grid_size, upsample, n_skipped=skipped, keep_words=True)
+    res['_items'] = items
+    return res
+
+# %% ../nbs/20_evaluation.ipynb #a257e9ab
+def _example_regions(src:str, r:dict, data, instances):
+    "Yield (per-word record, image, α row, region) for `r`'s words, on demand."
+    items = r['_items']
+    for p in r['per_word']:
+        if src == 'coco':
+            rec, words, alphas = items[p['item']]
+            yield p, (data.image_root/rec.path if hasattr(data, 'image_root') else rec.path), alphas[p['t']], instances.region(p['image_id'], p['category'])
+        else:
+            key, tokens, alphas, ann, _ = items[p['item']]
+            i = next(i for i, rec in enumerate(_records(data)) if Path(str(rec.path)).stem == key)
+            yield p, data.image_path(i), alphas[p['t']], {'boxes': ann['boxes'][p['category']]}
+
+def save_grounding_figure(res:dict, # an evaluation result with 'grounding'
+                          data, # the data it was computed on
+                          path, # the PNG to write
+                          instances=None, # the `CocoInstances` used for 'coco'
+                          k:int=4)->Path|None:
+    "Write the best and worst `k` grounded words of every source (images found on disk) as one PNG; None if none."
+    rows = []
+    for src, r in (res.get('grounding') or {}).items():
+        if src == 'shapes' or not r.get('per_word') or '_items' not in r: continue
+        order = sorted(range(len(r['per_word'])), key=lambda j: -r['per_word'][j]['mass'])
+        pick = set(order[:k] + order[-k:])
+        for n, (p, img, a, reg) in enumerate(_example_regions(src, r, data, instances)):
+            if n in pick and Path(img).is_file():
+                rows.append({'image': img, 'alpha': a, 'region': reg, 'word': f"{src}: {p['word']}", 'mass': p['mass']})
+    if not rows: return None
+    rows.sort(key=lambda e: -e['mass'])
+    fig = grounding_figure(rows, ncols=min(4, len(rows)), title='best (first) to worst grounded words; outline: the annotated region')
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=90)
+    return atomic_write(Path(path), buf.getvalue())
+
 # %% ../nbs/20_evaluation.ipynb #1133e2b3
-def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth / last.pth)
+def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth / last.pth), or a model folder (sat_export)
                         data_dir, # the folder `sat_prepare` wrote (dataset.json, vocab.json, features/)
                         split:str='test', # the split to caption and score
                         beam_size:int|None=None, # k (default: the checkpoint's config)
@@ -176,6 +292,10 @@ def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth
                         device='auto', # where to decode: 'auto' (a GPU if there is one), 'cpu', 'cuda', 'cuda:1'
                         attention_dir=None, # write the attention figure of the first `n_figures` images here
                         n_figures:int=5,
+                        instances=None, # COCO instances file: ground the generated words on its masks
+                        entities=None, # Flickr30k Entities folder: ground the reference phrases, teacher-forced
+                        boxes:bool=False, # COCO: score on the instances' boxes instead of their masks
+                        upsample:str='cell', # how α is spread over the image for grounding: 'cell', 'bilinear' or 'smooth'
                         progress:bool=True)->dict:
     "Caption `split` of a prepared folder with a checkpoint and score it (scores, paper comparison, attention correctness)."
     data, vocab, cache = load_prepared(data_dir)
@@ -187,6 +307,8 @@ def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth
         raise EvaluationError(f"{checkpoint} was trained on {extra.get('encoder')} features ({extra.get('feat_dim')}-d), "
                               f"but {data_dir} holds {enc} features ({cache.feat_dim}-d); prepare the data with the same encoder")
     k, n = beam_size or cfg.beam_size, max_len or cfg.max_decode_len
+    if instances is not None and not isinstance(instances, CocoInstances): instances = CocoInstances(instances, use='boxes' if boxes else 'masks')
+    if entities is not None and not isinstance(entities, FlickrEntities): entities = FlickrEntities(entities)
     figures = []
     def caption_fn(idxs):
         feats = torch.stack([input_of(data, i, cache, None) for i in idxs])
@@ -195,7 +317,14 @@ def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth
             figures.extend((i, c) for i, c in zip(idxs, caps[:n_figures - len(figures)]))
         return caps
     res = evaluate_split(caption_fn, data, split, metrics=metrics, batch_size=batch_size, max_images=max_images,
-                         grid_size=cfg.grid_size, tokenizer=tokenizer, progress=progress)
+                         grid_size=cfg.grid_size, tokenizer=tokenizer, progress=progress,
+                         instances=instances, upsample=upsample)
+    if entities is not None:
+        ent = evaluate_entities(model, vocab, data, lambda i: input_of(data, i, cache, None), entities, split, max_images, cfg.grid_size, upsample)
+        res['grounding'] = {**(res['grounding'] or {}), 'entities': ent}
+    if (instances is not None or entities is not None) and (out_dir is not None or attention_dir is not None):
+        fig = save_grounding_figure(res, data, Path(attention_dir if attention_dir is not None else out_dir)/f'{name}_grounding.png', instances)
+        if fig is not None: res['grounding_figure'] = str(fig)
     if attention_dir is not None:
         folder = Path(attention_dir); folder.mkdir(parents=True, exist_ok=True)
         res['figures'] = [str(save_attention_figure(data.image_path(i), c.words, c.alphas, folder/f"{Path(data[i].path).stem}.png"))
@@ -207,7 +336,7 @@ def evaluate_checkpoint(checkpoint, # a checkpoint written by training (best.pth
 
 # %% ../nbs/20_evaluation.ipynb #d9a50e0a
 @call_parse
-def sat_evaluate(checkpoint:str, # best.pth or last.pth written by sat_train
+def sat_evaluate(checkpoint:str, # best.pth or last.pth written by sat_train, or a model folder written by sat_export
                  data:str, # the folder written by sat_prepare
                  split:str='test', # train | val | test
                  beam_size:int=None, # k (default: the checkpoint's config)
@@ -217,6 +346,10 @@ def sat_evaluate(checkpoint:str, # best.pth or last.pth written by sat_train
                  n_figures:int=5,
                  no_meteor:bool=False, # skip METEOR (it needs Java)
                  device:str='auto', # auto (a GPU if there is one), cpu, cuda or cuda:N
+                 instances:str=None, # a COCO instances file (instances_val2014.json): ground the generated words on its masks
+                 entities:str=None, # a Flickr30k Entities folder (Sentences/, Annotations/): ground its phrases, teacher-forced
+                 boxes:bool=False, # with --instances: score on boxes instead of masks
+                 upsample:str='cell', # grounding: cell, bilinear or smooth (as the soft-attention figures)
                  quiet:bool=False): # no progress bar
     "Console script: score a checkpoint on a prepared split with coco-caption and compare with the paper's Table 1."
     metrics = tuple(m for m in DEFAULT_METRICS if not (no_meteor and m == 'meteor'))
@@ -224,7 +357,8 @@ def sat_evaluate(checkpoint:str, # best.pth or last.pth written by sat_train
     try:
         res = evaluate_checkpoint(checkpoint, data, split, beam_size, out_dir=out_dir, metrics=metrics,
                                   max_images=max_images, device=device, attention_dir=attention_dir,
-                                  n_figures=n_figures, progress=not quiet)
+                                  n_figures=n_figures, progress=not quiet,
+                                  instances=instances, entities=entities, boxes=boxes, upsample=upsample)
     except (EvaluationError, DataError, ValueError, RuntimeError) as e:   # RuntimeError: a device that is not there
         fail(str(e))
     print(Path(res['report']['md']).read_text())

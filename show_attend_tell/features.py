@@ -257,7 +257,7 @@ def load_prepared(folder # a folder written by `sat_prepare`
 
 # %% ../nbs/06_features.ipynb #c83b6f6f
 def _config_for(preset:str|None, dataset_name:str)->Config:
-    if preset is None: preset = 'tiny' if dataset_name == 'shapes' else (dataset_name if dataset_name in PRESETS else 'coco')
+    if preset is None: preset = 'tiny' if dataset_name == 'shapes' else (dataset_name if dataset_name in PRESETS else 'coco_modern')
     if Path(preset).suffix in ('.json', '.yaml', '.yml'): return Config.load(preset)
     return config_preset(preset)
 
@@ -287,7 +287,7 @@ def sat_prepare(dataset:str, # a Karpathy split file, a COCO captions_*.json, or
                 images:str=None, # the image folder (not for shapes)
                 out:str='data/shapes', # output folder: dataset.json, vocab.json, features/
                 encoder:str=None, # encoder name, or module:function (default: the preset's)
-                preset:str=None, # preset name or config file (default: tiny for shapes, else the dataset's preset or coco)
+                preset:str=None, # preset name or config file (default: tiny for shapes, else the dataset's preset or coco_modern)
                 bs:int=32, # images per encoder batch
                 shard_size:int=1000, # images per cache shard
                 skip_bad:bool=False, # skip unreadable images (listed at the end) instead of stopping

@@ -33,8 +33,8 @@ from .checkpoint import save_checkpoint, unwrap
 
 # %% auto #0
 __all__ = ['TeacherForced', 'TeacherForcingCallback', 'is_distributed', 'HardAttentionCallback', 'TokenNLL', 'generated_bleu',
-           'BleuCallback', 'process_rank', 'epoch_seed', 'EpochSeedCallback', 'CheckpointCallback', 'SATLearner',
-           'references_of', 'make_learner']
+           'BleuCallback', 'process_rank', 'epoch_seed', 'EpochSeedCallback', 'CheckpointCallback', 'ArcticOptimizer',
+           'opt_func_of', 'SATLearner', 'references_of', 'make_learner']
 
 # %% ../nbs/16_learner.ipynb #8de91cf0
 class TeacherForced(nn.Module):
@@ -67,34 +67,41 @@ class HardAttentionCallback(Callback):
                  decay:float=0.9, # b ← decay·b + (1 − decay)·mean reward
                  seed:int=0): # seeds the coin flips (with the epoch and batch number)
         self.expected_prob, self.decay, self.seed = expected_prob, decay, seed
-        self.stats = dict(batches=0, sampled=0, adv_msq=0., reward_var=0.)
+        self.stats = self._zero()
 
-    def before_epoch(self): self.stats = dict(batches=0, sampled=0, adv_msq=0., reward_var=0.)
+    def _zero(self): return dict(batches=0, sampled=0, adv_msq=0., reward_var=0., grad_var=0., grad_sq=0.)
+    def before_epoch(self): self.stats = self._zero()
     def before_batch(self):
         coin = np.random.default_rng([self.seed, self.epoch, self.iter]).random()
         self.sampled = self.training and coin >= self.expected_prob
         net = self.learn.model.module if isinstance(self.learn.model, DistributedDataParallel) else self.learn.model
         net.attention_mode = 'hard' if self.sampled else 'expected'
-        self.learn.loss_func.sampled = self.sampled
+        self.learn.loss_func.sampled, self.learn.loss_func.train_pass = self.sampled, self.training
     def after_loss(self):
         if not self.training: return
         self.stats['batches'] += 1
         if not self.sampled or 'reward' not in self.loss_func.last: return
         r, b = self.loss_func.last['reward'], self.loss_func.baseline
-        s = _all_mean(torch.stack([r.mean(), ((r - b)**2).mean(), r.var(unbiased=False)]).float())
+        g = self.loss_func.last.get('score_grad', torch.zeros(len(r), 1, device=r.device))   # (N, L): caption n's share of the gradient
+        G = g.sum(0)                                                    # the batch's estimate
+        var = len(g) * ((g - G / len(g))**2).sum(1).mean()             # its variance, estimated from the N independent captions
+        s = _all_mean(torch.stack([r.mean(), ((r - b)**2).mean(), r.var(unbiased=False), var, (G**2).sum()]).float())
         self.stats['sampled'] += 1
         self.stats['adv_msq'] += float(s[1]); self.stats['reward_var'] += float(s[2])
+        self.stats['grad_var'] += float(s[3]); self.stats['grad_sq'] += float(s[4])
         self.learn.loss_func.baseline = self.decay * float(b) + (1 - self.decay) * float(s[0])
     def after_fit(self):
         net = self.learn.model.module if isinstance(self.learn.model, DistributedDataParallel) else self.learn.model
         net.attention_mode, self.learn.loss_func.sampled = None, False
 
     def _avg(self, k): return self.stats[k] / self.stats['sampled'] if self.stats['sampled'] else float('nan')
+    def _rel(self): return self.stats['grad_var'] / self.stats['grad_sq'] if self.stats['grad_sq'] else float('nan')
     def metrics(self)->list:
-        "fastai metrics that show the epoch's baseline, reward variance and mean squared advantage in the training log."
+        "fastai metrics for the training log: the baseline, reward variance, mean squared advantage and the estimator's (relative) variance."
         return [ValueMetric(lambda: float(self.loss_func.baseline), 'baseline'),
                 ValueMetric(partial(self._avg, 'reward_var'), 'reward_var'),
-                ValueMetric(partial(self._avg, 'adv_msq'), 'adv_msq')]
+                ValueMetric(partial(self._avg, 'adv_msq'), 'adv_msq'),
+                ValueMetric(partial(self._avg, 'grad_var'), 'grad_var'), ValueMetric(self._rel, 'grad_rel_var')]
 
 # %% ../nbs/16_learner.ipynb #4b93e27e
 class TokenNLL(Metric):
@@ -183,7 +190,7 @@ class CheckpointCallback(Callback):
         row = {'epoch': self.epoch, **{n: _num(v) for n, v in zip(names, self.recorder.values[-1])}}
         st = self.state
         st['history'].append(row)
-        mon = 'bleu4' if 'bleu4' in row else 'valid_loss'
+        mon = 'nll' if self.cfg.early_stop == 'nll' else 'bleu4' if 'bleu4' in row else 'valid_loss'
         v = row.get(mon)
         improved = None
         if v is not None:
@@ -202,6 +209,46 @@ class CheckpointCallback(Callback):
             raise CancelFitException()
 
 # %% ../nbs/16_learner.ipynb #24f39072
+class ArcticOptimizer(torch.optim.Optimizer):
+    "The original code's `adam` or `rmsprop` (arctic-captions optimizers.py), as a torch optimizer at rate `lr`."
+    def __init__(self, params, lr:float=2e-4, kind:str='adam', weight_decay:float=0.):
+        if kind not in ('adam', 'rmsprop'): raise ValueError(f"kind must be 'adam' or 'rmsprop', got {kind!r}")
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
+        self.kind = kind
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad(): loss = closure()
+        for group in self.param_groups:
+            lr = group['lr']
+            for p in group['params']:
+                if p.grad is None: continue
+                g = p.grad if not group['weight_decay'] else p.grad.add(p, alpha=group['weight_decay'])
+                st = self.state[p]
+                if not st: st.update(step=0, a=torch.zeros_like(p), b=torch.zeros_like(p), c=torch.zeros_like(p))
+                st['step'] += 1
+                if self.kind == 'adam':
+                    # optimizers.py 83-103: averages with weights b1 = 0.1, b2 = 0.001 (β = 0.9, 0.999), and a correction
+                    # √(1 − b2^t) / (1 − b1^t) built from the weights, not from β: ≈ 1 after a few steps, so no bias correction
+                    m, v, t = st['a'], st['b'], st['step']
+                    m.mul_(0.9).add_(g, alpha=0.1); v.mul_(0.999).addcmul_(g, g, value=0.001)
+                    p.addcdiv_(m, v.sqrt().add_(1e-8), value=-lr * math.sqrt(1 - 0.001 ** t) / (1 - 0.1 ** t))
+                else:
+                    # optimizers.py 57-71: Graves' RMSProp, running mean and mean square of g (0.95), momentum 0.9
+                    n, gbar, delta = st['a'], st['b'], st['c']
+                    n.mul_(0.95).addcmul_(g, g, value=0.05); gbar.mul_(0.95).add_(g, alpha=0.05)
+                    delta.mul_(0.9).addcdiv_(g, (n - gbar * gbar).add_(1e-4).sqrt(), value=-lr)
+                    p.add_(delta)
+        return loss
+
+def opt_func_of(cfg:Config):
+    "fastai's `opt_func` for `cfg.optimizer`: PyTorch's Adam, or the original code's Adam or RMSProp."
+    if cfg.optimizer == 'adam': opt = partial(torch.optim.Adam, betas=(0.9, 0.999), eps=1e-8)
+    else: opt = partial(ArcticOptimizer, kind='adam' if cfg.optimizer == 'adam_arctic' else 'rmsprop')
+    return partial(OptimWrapper, opt=opt)
+
 class SATLearner(Learner):
     "A fastai `Learner` whose epoch loop starts at `first_epoch` (0 for a new run, the epochs done for a resumed one)."
     first_epoch = 0
@@ -254,7 +301,7 @@ def make_learner(dls:DataLoaders, # (feats, captions) batches: `loaders.get_dls`
         if vocab is None: raise ValueError("make_learner: saving checkpoints needs the vocabulary (vocab=)")
         fd = feat_dim if feat_dim is not None else getattr(model, 'feat_dim', None)
         callbacks.append(CheckpointCallback(out_dir, cfg, vocab, fd, encoder, progress=progress))
-    opt_func = partial(OptimWrapper, opt=partial(torch.optim.Adam, betas=(0.9, 0.999), eps=1e-8))
+    opt_func = opt_func_of(cfg)
     learn = SATLearner(dls, net, loss_func=CaptionLoss(cfg, reduction), opt_func=opt_func, lr=cfg.lr,
                        wd=cfg.weight_decay, metrics=metrics, cbs=callbacks + list(cbs or []))
     if not progress:

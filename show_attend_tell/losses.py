@@ -10,7 +10,7 @@ from .vocab import PAD
 from .attention import doubly_stochastic_penalty
 
 # %% auto #0
-__all__ = ['caption_nll', 'reinforce_loss', 'update_baseline', 'CaptionLoss']
+__all__ = ['caption_nll', 'reinforce_loss', 'update_baseline', 'attention_entropy', 'score_gradient', 'CaptionLoss']
 
 # %% ../nbs/10_losses.ipynb #69a559c4
 def caption_nll(logits:torch.Tensor, # (B, T, V) scores of the next word at each step
@@ -25,10 +25,13 @@ def reinforce_loss(logp_y:torch.Tensor, # (B,) log p(y | s̃, a) of each caption
                    logp_s:torch.Tensor, # (B,) log p(s̃ | a) = Σ_t log α_{t, s̃_t} of the sampled locations
                    baseline:float|torch.Tensor=0., # b, the moving average of the reward
                    entropy:torch.Tensor|None=None, # (B,) Σ_t H[α_t], or None
-                   entropy_weight:float=0. # λ_e
+                   entropy_weight:float=0., # λ_e
+                   reward:torch.Tensor|None=None, # (B,) r, if not log p(y | s̃, a) (`Config.reward='arctic'`: its per-step mean)
+                   scale:float=1. # λ_r, the weight of the REINFORCE term (arctic: batch size / 10)
                   )->torch.Tensor:
     "Per-caption surrogate loss whose gradient is minus eq. 12's estimate; its value is −log p(y|s̃,a) − λ_e H."
-    advantage = (logp_y - baseline).detach()        # r − b: scales the score function, is not differentiated
+    r = logp_y if reward is None else reward
+    advantage = scale * (r - baseline).detach()     # λ_r (r − b): scales the score function, is not differentiated
     score = logp_s - logp_s.detach()                # 0 in value, ∇ log p(s̃ | a) in gradient
     loss = -(logp_y + advantage * score)
     if entropy is not None: loss = loss - entropy_weight * entropy
@@ -42,24 +45,58 @@ def update_baseline(baseline:float, # b
     return decay * float(baseline) + (1 - decay) * float(rewards.detach().float().mean())
 
 # %% ../nbs/10_losses.ipynb #c47ceded
+def attention_entropy(alphas:torch.Tensor # (B, T, L) α, zero at padded steps
+                     )->torch.Tensor:
+    "Σ_t H[α_t] of each caption, (B,), with 0·log 0 = 0 (padded steps and masked locations add nothing)."
+    a = alphas.float()
+    return -(a * a.clamp_min(1e-30).log()).sum((1, 2))
+
+def score_gradient(alphas:torch.Tensor, # (B, T, L) α of the sampled pass, zero at padded steps
+                   samples:torch.Tensor, # (B, T) sampled locations s̃_t
+                   mask:torch.Tensor, # (B, T) real steps
+                   coef:torch.Tensor # (B,) what multiplies ∇ log p(s̃ | a) in each caption's loss
+                  )->torch.Tensor:
+    "Each caption's REINFORCE gradient with respect to a per-location offset of the attention scores, (B, L)."
+    # ∂ log α_{t,s̃_t} / ∂e_ti = 1[i = s̃_t] − α_ti: one cheap, shared coordinate of the estimator in which to measure its variance
+    onehot = torch.zeros_like(alphas, dtype=torch.float32).scatter_(2, samples[..., None], 1.) * mask[..., None]
+    return coef.float()[:, None] * (onehot - alphas.float()).sum(1)
+
 class CaptionLoss:
     "The training loss of a `ShowAttendTell` output dict: eq. 14 (soft, expected) or eq. 10–12's surrogate (sampled)."
     def __init__(self, cfg:Config, reduction:str='caption'): # 'caption': mean over captions of summed NLL; 'token': mean over tokens
         if reduction not in ('caption', 'token'): raise ValueError(f"reduction must be 'caption' or 'token', got {reduction!r}")
         self.alpha_c, self.entropy_weight, self.reduction = cfg.alpha_c, cfg.entropy_weight, reduction
-        self.baseline, self.sampled, self.last = 0.0, False, {}
+        self.penalty_norm, self.entropy_norm, self.reward = cfg.penalty_norm, cfg.entropy_norm, cfg.reward
+        self.hard = cfg.attention == 'hard'
+        self.baseline, self.sampled, self.train_pass, self.last = 0.0, False, False, {}
 
     def __call__(self, out:dict, captions:torch.Tensor)->torch.Tensor:
         targets = captions[:, 1:]
         mask = targets != PAD
+        N, T = mask.shape
         nll = caption_nll(out['logits'], targets)                           # (B,) −log p(y | a[, s̃])
         self.last = dict(nll_sum=nll.detach().sum(), n_tokens=mask.sum(), n=len(nll))
+        arctic = self.hard and self.reward == 'arctic'
+        # arctic adds its entropy gradient per element (capgen.py 1195): summed, not averaged, over the captions
+        ew = self.entropy_weight * (N if self.entropy_norm == 'arctic' else 1)
         if self.sampled and out.get('sample_logp') is not None:            # hard attention, sampled pass
             logp_s = (out['sample_logp'].float() * mask).sum(1)             # log p(s̃ | a)
             entropy = (out['entropy'].float() * mask).sum(1)                # Σ_t H[α_t]
-            loss = reinforce_loss(-nll, logp_s, self.baseline, entropy, self.entropy_weight)
-            self.last['reward'] = -nll.detach()
-        else: loss = nll
-        if self.alpha_c: loss = loss + self.alpha_c * doubly_stochastic_penalty(out['alphas'], mask)
+            # arctic (capgen.py 1194): the per-step cost averaged over the batch's T steps, the term ×1/10 and summed over the batch
+            r, scale = (-nll / T, N / 10) if arctic else (-nll, 1.)
+            loss = reinforce_loss(-nll, logp_s, self.baseline, entropy, ew, reward=r, scale=scale)
+            self.last['reward'] = r.detach()
+            if out.get('samples') is not None:
+                self.last['score_grad'] = score_gradient(out['alphas'].detach(), out['samples'], mask,
+                                                         scale * (r.detach() - self.baseline)) / N
+        else:
+            loss = nll
+            if self.hard and self.entropy_norm == 'arctic' and self.train_pass:   # arctic: the bonus on expected passes too
+                loss = loss - ew * attention_entropy(out['alphas'])
+        # arctic's known_grads on α (capgen.py 1192-1195) replace the penalty's gradient: with reward='arctic' hard attention has none
+        if self.alpha_c and not arctic:
+            pen = doubly_stochastic_penalty(out['alphas'], mask)
+            if self.penalty_norm == 'arctic': pen = pen * (N / out['alphas'].shape[-1])   # capgen.py 1177: Σ over captions, mean over L
+            loss = loss + self.alpha_c * pen
         if self.reduction == 'token': return loss.sum() / mask.sum().clamp_min(1)
         return loss.mean()

@@ -46,6 +46,7 @@ def init_distributed(device:torch.device)->tuple:
 _RESUMABLE = ('epochs', 'patience', 'bleu_every')
 
 def _check_same_run(old:dict, cfg:Config, path:Path):
+    old = Config.from_dict(old, str(path)).to_dict()   # a run saved before a key existed had its default
     for k, v in cfg.to_dict().items():
         if k in _RESUMABLE or old.get(k) == v: continue
         raise TrainError(f"{path} was trained with {k} = {old.get(k)!r}, this run asks for {v!r}; "
@@ -145,7 +146,7 @@ def resolve_config(preset:str|None=None, # a preset name; default: the dataset's
         except (json.JSONDecodeError, yaml.YAMLError) as e:
             raise ConfigError(f"config file {p} is not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'}: {str(e).splitlines()[0]}") from None
         if not isinstance(d, dict): raise ConfigError(f"config file {p}: expected a mapping of config fields")
-    name = preset or d.pop('name', None) or ('tiny' if dataset == 'shapes' else dataset if dataset in PRESETS else 'coco')
+    name = preset or d.pop('name', None) or ('tiny' if dataset == 'shapes' else dataset if dataset in PRESETS else 'coco_modern')
     d.pop('name', None)
     return config_preset(name, **{**d, **{k: v for k, v in overrides.items() if v is not None}})
 
@@ -154,7 +155,7 @@ def resolve_config(preset:str|None=None, # a preset name; default: the dataset's
 # calls the function when its module is run as `__main__`.
 @call_parse
 def sat_train(data:str, # a folder written by sat_prepare (dataset.json, vocab.json, features/)
-              preset:str=None, # coco, flickr30k, flickr8k or tiny (default: the dataset's; tiny for shapes)
+              preset:str=None, # coco, flickr30k, flickr8k (the paper's), coco_modern, … (ours) or tiny (default: the dataset's; tiny for shapes)
               attention:str=None, # soft or hard (default: the preset's)
               epochs:int=None, # epochs to train (default: the preset's)
               out:str=None, # output folder for checkpoints and logs (default: runs/<dataset>_<attention>)
@@ -180,5 +181,6 @@ def sat_train(data:str, # a folder written by sat_prepare (dataset.json, vocab.j
         sys.exit(130)
     if getattr(learn, 'rank', 0) == 0:
         st = next(c for c in learn.cbs if isinstance(c, CheckpointCallback)).state
-        best = f" (best {'BLEU-4' if any('bleu4' in r for r in st['history']) else 'valid loss'} {st['best']:.4f} at epoch {st['best_epoch']})" if st['best'] is not None else ''
+        mon = 'validation NLL' if cfg.early_stop == 'nll' else 'BLEU-4' if any('bleu4' in r for r in st['history']) else 'valid loss'
+        best = f" (best {mon} {st['best']:.4f} at epoch {st['best_epoch']})" if st['best'] is not None else ''
         print(f"checkpoints: {out/'best.pth'}{best}, {out/'last.pth'}\nlog: {out/'log.json'}, curves: {out/'curves.png'}, config: {out/'config.json'}")

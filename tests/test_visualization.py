@@ -1,4 +1,4 @@
-"""Attention figures, the attention-correctness score, the attention statistics and the widget explorer."""
+"""Attention figures, the attention statistics and the widget explorer (nbs/14_visualization.ipynb)."""
 import os
 os.environ.setdefault('MPLBACKEND', 'Agg')
 from datetime import datetime
@@ -10,7 +10,6 @@ from PIL import Image
 
 from show_attend_tell import visualization as vz
 from show_attend_tell.attention import AttentionError
-from show_attend_tell.metrics import attention_correctness, dataset_attention_correctness
 
 G = 14
 
@@ -20,73 +19,6 @@ def one_hot(loc, L=G*G):
     return a
 
 
-# ---- attention correctness ---------------------------------------------------------------------------------
-@pytest.mark.parametrize('box', [[0.1, 0.2, 0.6, 0.5], [0.0, 0.0, 1.0, 1.0], [0.33, 0.41, 0.52, 0.97], [0.9, 0.05, 0.93, 0.07]])
-@pytest.mark.parametrize('g', [7, 14])
-def test_uniform_attention_scores_box_area_exactly(box, g):
-    objs = [{'shape': 'diamond', 'box': box}]
-    r = attention_correctness(['a', 'diamond'], np.full((2, g*g), 1/(g*g)), objs, g)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    assert r['n_words'] == 1
-    assert r['mass'] == pytest.approx(area, abs=1e-12)
-    assert r['uniform_mass'] == pytest.approx(area, abs=1e-12)
-
-
-def test_attention_inside_box_scores_one_and_points():
-    objs = [{'shape': 'cross', 'box': [0.5, 0.1, 0.8, 0.4]}]
-    # cells wholly inside the box: x in [0.5, 0.8] -> columns 7..10 (x1 = 11/14 = 0.786), y in [0.1, 0.4] -> rows 2..4
-    a = np.zeros(G*G)
-    for y in (2, 3, 4):
-        for x in (7, 8, 9, 10): a[y*G + x] = 1
-    a /= a.sum()
-    r = attention_correctness(['cross'], a[None], objs)
-    assert r['mass'] == pytest.approx(1.0, abs=1e-12) and r['pointing'] == 1.0
-
-
-def test_attention_outside_box_scores_zero():
-    objs = [{'shape': 'cross', 'box': [0.5, 0.1, 0.8, 0.4]}]
-    r = attention_correctness(['cross'], one_hot(12*G + 1)[None], objs)
-    assert r['mass'] == 0.0 and r['pointing'] == 0.0
-
-
-def test_grid_is_row_major_y_then_x():
-    "A box in the top-right corner: the cell (y=0, x=13) is inside it; (y=13, x=0), the transpose, is not."
-    objs = [{'shape': 'star', 'box': [13/14, 0.0, 1.0, 1/14]}]
-    assert attention_correctness(['star'], one_hot(0*G + 13)[None], objs)['mass'] == pytest.approx(1.0)
-    assert attention_correctness(['star'], one_hot(13*G + 0)[None], objs)['mass'] == 0.0
-
-
-def test_only_words_naming_objects_of_this_image_count():
-    objs = [{'shape': 'circle', 'box': [0, 0, 0.5, 0.5]}, {'shape': 'square', 'box': [0.5, 0.5, 1, 1]}]
-    words = ['a', 'red', 'circle', 'and', 'a', 'triangle', 'square']
-    r = attention_correctness(words, np.full((7, G*G), 1/(G*G)), objs)
-    assert [p['word'] for p in r['per_word']] == ['circle', 'square'] and r['n_words'] == 2
-    none = attention_correctness(['a', 'dog'], np.full((2, G*G), 1/(G*G)), objs)
-    assert none['n_words'] == 0 and none['mass'] is None and none['pointing'] is None
-
-
-def test_partial_overlap_is_exact():
-    "Attention on one cell half covered by the box: mass 0.5 (exact overlap, not a pixel count)."
-    objs = [{'shape': 'circle', 'box': [0.0, 0.0, 1.5/14, 1.0]}]     # covers column 0 and half of column 1
-    assert attention_correctness(['circle'], one_hot(5*G + 1)[None], objs)['mass'] == pytest.approx(0.5, abs=1e-12)
-
-
-def test_dataset_aggregate_is_micro_average():
-    objs = [{'shape': 'circle', 'box': [0, 0, 0.5, 0.5]}]
-    inside = one_hot(2*G + 2)[None]
-    items = [(['circle'], inside, objs), {'words': ['circle', 'circle'], 'alphas': np.stack([inside[0], one_hot(G*G - 1)]), 'objects': objs},
-             (['a', 'dog'], np.full((2, G*G), 1/(G*G)), objs)]
-    r = dataset_attention_correctness(items)
-    assert r['n_words'] == 3 and r['n_images'] == 3
-    assert r['mass'] == pytest.approx(2/3) and r['pointing'] == pytest.approx(2/3) and r['uniform_mass'] == pytest.approx(0.25)
-
-
-def test_words_and_rows_must_match():
-    with pytest.raises(AttentionError, match='3 rows but there are 2 words'):
-        attention_correctness(['a', 'b'], np.ones((3, G*G))/(G*G), [])
-
-
-# ---- figures -------------------------------------------------------------------------------------------------
 WORDS = ['a', 'red', 'circle', 'to', 'the', 'left', 'of', 'a', 'unbelievably', 'blue', 'square']
 
 

@@ -1,13 +1,11 @@
 "Decoding: greedy, sampling and batched beam search against the per-image reference; `caption` and `sat_caption`."
-import math, subprocess, sys, textwrap
+import math
 import pytest, torch
-from show_attend_tell.decoding import greedy_decode, sample_decode, beam_search, beam_search_single, CaptionError
-from show_attend_tell.captioning import caption, find_images, read_image, Caption
-from show_attend_tell.vocab import PAD, START, END, Vocab
+from show_attend_tell.decoding import greedy_decode, sample_decode, beam_search, beam_search_single
+from show_attend_tell.vocab import PAD, START, END
 
 from show_attend_tell.config import preset
 from show_attend_tell.decoder import ShowAttendTell
-from show_attend_tell.encoder import get_encoder
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -249,88 +247,3 @@ def test_decoding_restores_training_mode_and_checks_args():
 
 # ---------------------------------------------------------------------------------------------------------
 # caption() and sat_caption
-
-@pytest.fixture(scope='module')
-def captioner():
-    torch.manual_seed(0)
-    enc = get_encoder('efficientnet_lite0')
-    model = real_model(40, D=enc.feat_dim, double=False)
-    return dict(model=model, vocab=Vocab(['<pad>', '<start>', '<end>', '<unk>'] + [f'w{i}' for i in range(46)]), encoder=enc)
-
-
-@pytest.fixture(scope='module')
-def image_dir(tmp_path_factory):
-    from PIL import Image
-    import skimage.data
-    d = tmp_path_factory.mktemp('imgs')
-    Image.fromarray(skimage.data.chelsea()).save(d/'chelsea.jpg')
-    Image.fromarray(skimage.data.coffee()).resize((200, 150)).save(d/'coffee.png')
-    Image.fromarray(skimage.data.astronaut()).resize((120, 120)).save(d/'Astronaut.JPEG')
-    (d/'notes.txt').write_text('not an image')
-    return d
-
-
-def test_caption_folder_files_and_pil_agree(captioner, image_dir):
-    from PIL import Image
-    caps = caption(image_dir, **captioner, beam_size=3, max_len=12)
-    assert len(caps) == 3, "a folder gives its JPEG/PNG files (any case), not other files"
-    files = sorted(image_dir.glob('*.[jJpP]*[gG]'))
-    assert find_images(image_dir) == files
-    for c in caps:
-        assert isinstance(c, Caption) and c.text == ' '.join(c.words) and len(c.words) > 0
-        assert c.alphas.shape == (len(c.words), captioner['encoder'].grid_size ** 2)
-    by_path = caption([str(f) for f in files], **captioner, beam_size=3, max_len=12, batch_size=2)
-    by_pil = caption([Image.open(f) for f in files], **captioner, beam_size=3, max_len=12)
-    assert [c.text for c in by_path] == [c.text for c in caps] == [c.text for c in by_pil]
-    # the same as beam search on the encoder's features
-    enc = captioner['encoder']
-    feats = enc(torch.stack([enc.transform(read_image(f)) for f in files]))
-    ref = beam_search(captioner['model'], feats, beam_size=3, max_len=12)
-    assert [c.words for c in caps] == [captioner['vocab'].decode(r['ids']) for r in ref]
-
-
-def test_caption_errors_name_the_file(captioner, image_dir, tmp_path):
-    with pytest.raises(CaptionError, match='missing.jpg: no such file'): caption(tmp_path/'missing.jpg', **captioner)
-    (tmp_path/'fake.jpg').write_text('hello')
-    with pytest.raises(CaptionError, match='fake.jpg: not a readable image'): caption(tmp_path/'fake.jpg', **captioner)
-    (tmp_path/'empty').mkdir()
-    with pytest.raises(CaptionError, match='empty: folder has no JPEG or PNG'): caption(tmp_path/'empty', **captioner)
-    with pytest.raises(CaptionError, match='missing.pth does not exist'): caption(image_dir, tmp_path/'missing.pth')
-    with pytest.raises(CaptionError, match='encoder'): caption(image_dir, model=captioner['model'], vocab=captioner['vocab'])
-    bad = real_model(0, D=7, double=False)
-    bad.feat_dim = 7
-    with pytest.raises(CaptionError, match=f"{captioner['encoder'].feat_dim}-d annotations but the model expects 7-d"):
-        caption(image_dir, model=bad, vocab=captioner['vocab'], encoder=captioner['encoder'])
-
-
-def test_read_image_applies_exif_orientation(tmp_path):
-    from PIL import Image
-    im = Image.new('RGB', (40, 20), 'red')
-    exif = im.getexif(); exif[0x0112] = 6                             # "rotate 90° clockwise to display"
-    im.save(tmp_path/'rot.jpg', exif=exif)
-    assert read_image(tmp_path/'rot.jpg').size == (20, 40)
-
-
-def run_cli(tmp_path, *args):
-    "Run sat_caption as its console-script entry point does (a top-level call in a script)."
-    script = tmp_path/'entry.py'
-    script.write_text('from show_attend_tell.captioning import sat_caption\nsat_caption()\n')
-    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=120)
-
-
-def test_cli_one_line_errors(tmp_path, image_dir):
-    (tmp_path/'fake.png').write_bytes(b'\x89PNG not really')
-    (tmp_path/'ckpt.pth').write_bytes(b'')
-    cases = [((tmp_path/'nope.jpg', '--checkpoint', tmp_path/'ckpt.pth'), 'nope.jpg: no such file or folder'),
-             ((image_dir, tmp_path/'fake.png', '--checkpoint', tmp_path/'ckpt.pth'), 'fake.png: not a readable image'),
-             ((image_dir,), '--checkpoint is required'),
-             ((image_dir, '--checkpoint', tmp_path/'missing.pth'), 'missing.pth does not exist'),
-             ((image_dir, '--checkpoint', tmp_path/'ckpt.pth'), 'ckpt.pth is not a readable checkpoint'),
-             ((image_dir, '--checkpoint', tmp_path/'ckpt.pth', '--beam_size', '0'), '--beam_size must be at least 1')]
-    for args, msg in cases:
-        r = run_cli(tmp_path, *args)
-        assert r.returncode == 2, r.stderr
-        assert r.stderr.startswith('error: ') and msg in r.stderr and r.stderr.count('\n') == 1, r.stderr
-        assert r.stdout == ''
-    r = run_cli(tmp_path, '--help')
-    assert r.returncode == 0 and '--beam_size' in r.stdout and '--attention_dir' in r.stdout

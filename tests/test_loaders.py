@@ -1,0 +1,78 @@
+"""Loaders: length-bucketed batches as the original code plans them, and the per-image evaluation loader."""
+import torch
+
+from show_attend_tell.captions import read_karpathy
+from show_attend_tell.loaders import bucket_batches, get_dls, get_eval_dl
+from show_attend_tell.features import prepare_features
+from show_attend_tell.vocab import PAD, START, END, build_vocab
+
+
+from standin_encoder import TinyEncoder  # noqa: E402
+
+
+def check_bucketed(dl, n_examples, L, D):
+    seen = []
+    for x, y in dl:
+        assert x.dtype == torch.float32 and x.shape[1:] == (L, D) and y.dtype == torch.long
+        assert (y[:, 0] == START).all() and (y[:, -1] == END).all() and not (y == PAD).any()   # one length per batch
+        seen.append(len(y))
+    assert sum(seen) == n_examples
+    return seen
+
+
+def test_batches_have_uniform_length(flickr, tmp_path):
+    data = read_karpathy(*flickr)
+    vocab = build_vocab(data, 200)
+    n_train = sum(len(r.tokens) for r in data.split('train'))
+    dls = get_dls(data, vocab, encoder=TinyEncoder(), bs=4, seed=1)      # images encoded on the fly
+    assert len(dls.train.dataset) == n_train and len(dls.valid.dataset) == 10
+    check_bucketed(dls.train, n_train, 16, 8)
+    plans = [dls.train.plan(e) for e in range(3)]
+    assert plans[0] != plans[1] and dls.train.plan(0) == plans[0]      # reshuffled per epoch, seeded
+    assert dls.valid.plan(0) == dls.valid.plan(5)                        # validation order is fixed
+    for p in plans: assert sorted(i for b in p for i in b) == list(range(n_train))
+    lengths = dls.train.dataset.lengths
+    for b in plans[0]: assert len({int(lengths[i]) for i in b}) == 1
+    images = get_dls(data, vocab, encoder=TinyEncoder(), encode=False, bs=4)   # fine-tuning: batches of images
+    x, y = images.train.one_batch()
+    assert x.shape[1:] == (3, 32, 32) and (y[:, 0] == START).all()
+    cache = prepare_features(data, TinyEncoder(), tmp_path/'cache', shard_size=4, progress=False)
+    dls = get_dls(data, vocab, cache=cache, bs=4, max_len=8)
+    kept = sum(len(t) <= 8 for r in data.split('train') for t in r.tokens)
+    assert len(dls.train.dataset) == kept < n_train
+    check_bucketed(dls.train, kept, 16, 8)
+    # the loader delivers the epoch's plan batch by batch, also with worker processes
+    for workers in (0, 2):
+        dl = get_dls(data, vocab, cache=cache, bs=3, seed=5, num_workers=workers).train
+        for epoch in range(2):
+            plan = dl.plan(dl.epoch)
+            want = sorted((len(b), int(dl.dataset.lengths[b[0]]) + 2) for b in plan)
+            got = sorted((len(y), y.shape[1]) for _, y in dl)
+            assert got == want and len(dl) == len(plan)
+        if workers == 0: assert [(len(b), int(dl.dataset.lengths[b[0]]) + 2) for b in dl.plan(dl.epoch)] == [tuple(y.shape) for _, y in dl]
+
+
+def test_bucket_plan_matches_original_order():
+    lengths = [4, 4, 4, 9, 9, 2, 4, 9, 2, 4]
+    plan = bucket_batches(lengths, bs=2, seed=0)
+    # the original code visits the (shuffled) lengths in turn, one batch each, until all are used
+    firsts = [lengths[b[0]] for b in plan]
+    k = len(set(lengths))
+    assert len(set(firsts[:k])) == k
+    assert sorted(i for b in plan for i in b) == list(range(len(lengths)))
+    assert bucket_batches(lengths, 2, drop_last=True, shuffle=False) == [[5, 8], [0, 1], [2, 6], [3, 4]]
+
+
+def test_eval_iteration(flickr, tmp_path):
+    data = read_karpathy(*flickr)
+    cache = prepare_features(data, TinyEncoder(), tmp_path/'cache', shard_size=3, progress=False)
+    dl = get_eval_dl(data, 'test', cache=cache, bs=3)
+    idx = torch.cat([i for _, i in dl]).tolist()
+    assert idx == data.split_indices('test')
+    assert dl.dataset.references == data.references('test')
+    enc = get_eval_dl(data, 'test', encoder=TinyEncoder(), bs=3)        # on the fly gives the cached values
+    x_enc, _ = enc.one_batch(); x_c, _ = dl.one_batch()
+    assert torch.allclose(x_enc, x_c, atol=1e-2)
+
+
+# ---------------------------------------------------------------- the feature cache
