@@ -1,5 +1,5 @@
 """Fixtures shared by the test files: the miniature Karpathy/COCO fixtures written with real photos, a small Shapes
-folder, and the stand-in encoder's counters reset around every test. `tests/fixtures/` is put on the import path,
+folder (raw, and prepared with the stand-in encoder), a batch for the model tests, and the stand-in encoder's counters reset around every test. `tests/fixtures/` is put on the import path,
 so tests import its helpers (`standin_encoder`, `fixture_photos`, `servers`) by name."""
 import shutil, sys
 from pathlib import Path
@@ -8,7 +8,11 @@ import pytest
 FIX = Path(__file__).parent/'fixtures'
 sys.path.insert(0, str(FIX))
 import fixture_photos, standin_encoder  # noqa: E402
+from small_models import B, L, D  # noqa: E402
+import torch  # noqa: E402
 from show_attend_tell.shapes import make_shapes  # noqa: E402
+from show_attend_tell.features import prepare  # noqa: E402
+from show_attend_tell.vocab import PAD, START, END  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -39,3 +43,21 @@ def shapes_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp('shapes')
     make_shapes(d, n_train=30, n_val=6, n_test=6, seed=3)
     return d
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    "A prepared Shapes folder: 40 training, 8 validation images, 4×4×8 features from the stand-in encoder."
+    out = tmp_path_factory.mktemp('shapes')/'data'
+    return prepare('shapes', out=out, encoder=standin_encoder.TinyEncoder(), n_train=40, n_val=8, n_test=4, progress=False)
+
+
+@pytest.fixture
+def batch():
+    "(features (B, L, D), captions with padding, a feature mask with some locations off) for the model tests."
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(B, L, D, generator=g)
+    caps = torch.tensor([[START, 5, 6, 7, 8, END], [START, 9, 10, END, PAD, PAD],
+                         [START, 4, 4, 4, 11, END], [START, 12, END, PAD, PAD, PAD]])
+    mask = torch.ones(B, L, dtype=torch.bool); mask[1, -5:] = False; mask[3, :3] = False
+    return feats, caps, mask

@@ -1,26 +1,11 @@
 "Attention (nbs/08_attention.ipynb): α is a distribution over real locations, β a gate, the soft context is the α-weighted sum, hard samples are never masked, eq. 14."
 import pytest, torch
 import torch.nn.functional as F
-from show_attend_tell.config import preset
-from show_attend_tell.vocab import PAD, START, END
+from show_attend_tell.vocab import PAD
 from show_attend_tell.attention import Attention, soft_context, hard_context, doubly_stochastic_penalty
 from show_attend_tell.decoder import ShowAttendTell
 
-K, B, L, D = 30, 4, 16, 10                       # L = 4×4: the grid the tiny() config below declares
-
-
-def tiny(attention='soft', **kw):
-    return preset('tiny', **{**dict(embed_dim=16, hidden_dim=24, attn_dim=12, dropout=0.0, grid_size=4, attention=attention), **kw})
-
-
-@pytest.fixture
-def batch():
-    g = torch.Generator().manual_seed(1)
-    feats = torch.randn(B, L, D, generator=g)
-    caps = torch.tensor([[START, 5, 6, 7, 8, END], [START, 9, 10, END, PAD, PAD],
-                         [START, 4, 4, 4, 11, END], [START, 12, END, PAD, PAD, PAD]])
-    mask = torch.ones(B, L, dtype=torch.bool); mask[1, -5:] = False; mask[3, :3] = False
-    return feats, caps, mask
+from small_models import K, B, L, D, tiny  # tests/fixtures/, on the path through conftest.py
 
 
 def test_alpha_is_a_distribution_over_real_locations_and_beta_a_gate(batch):

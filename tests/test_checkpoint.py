@@ -1,20 +1,13 @@
 "Checkpoints (nbs/15_checkpoint.ipynb): a malicious pickle is refused without running, round trips and refusals."
-import os, pickle, sys
-from pathlib import Path
+import os, pickle
 import pytest, torch
 
-sys.path.insert(0, str(Path(__file__).parent/'fixtures'))
 from show_attend_tell.checkpoint import CheckpointError, FORMAT_VERSION, build_model, load_checkpoint, save_checkpoint
-from show_attend_tell.config import preset# noqa: E402
 from show_attend_tell.vocab import Vocab
 
+from small_models import tiny_cfg  # tests/fixtures/, on the path through conftest.py
+
 torch.set_num_threads(1)
-
-
-def tiny_cfg(attention='soft', **kw):
-    "The tiny preset, smaller still: these tests train in about a second."
-    return preset('tiny', **{**dict(embed_dim=16, hidden_dim=48, attn_dim=16, batch_size=16, epochs=3, dropout=0.1,
-                                    attention=attention), **kw})
 
 
 class _Evil:

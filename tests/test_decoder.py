@@ -8,21 +8,7 @@ from show_attend_tell.captions import read_karpathy, load_image
 from show_attend_tell.decoder import ShowAttendTell
 from show_attend_tell.encoder import get_encoder
 
-K, B, L, D = 30, 4, 16, 10                       # L = 4×4: the grid the tiny() config below declares
-
-
-def tiny(attention='soft', **kw):
-    return preset('tiny', **{**dict(embed_dim=16, hidden_dim=24, attn_dim=12, dropout=0.0, grid_size=4, attention=attention), **kw})
-
-
-@pytest.fixture
-def batch():
-    g = torch.Generator().manual_seed(1)
-    feats = torch.randn(B, L, D, generator=g)
-    caps = torch.tensor([[START, 5, 6, 7, 8, END], [START, 9, 10, END, PAD, PAD],
-                         [START, 4, 4, 4, 11, END], [START, 12, END, PAD, PAD, PAD]])
-    mask = torch.ones(B, L, dtype=torch.bool); mask[1, -5:] = False; mask[3, :3] = False
-    return feats, caps, mask
+from small_models import K, B, D, tiny  # tests/fixtures/, on the path through conftest.py
 
 
 def test_gradcheck_soft_attention_float64():

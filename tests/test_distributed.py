@@ -1,30 +1,18 @@
 "Data-parallel training on 2 CPU processes (gloo): the ranks share the batches, agree on the weights, and learn."
-import json, os, socket, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 import pytest, torch
 import torch.multiprocessing as mp
 
-sys.path.insert(0, str(Path(__file__).parent/'fixtures'))
-from standin_encoder import TinyEncoder  # noqa: E402
+import servers  # tests/fixtures/, on the path through conftest.py
 from show_attend_tell import training as T  # noqa: E402
 from show_attend_tell.checkpoint import unwrap
 from show_attend_tell.loaders import shard_dl
 from show_attend_tell.config import preset# noqa: E402
-from show_attend_tell.features import prepare, load_prepared
+from show_attend_tell.features import load_prepared
 from show_attend_tell.loaders import get_dls# noqa: E402
 
 CFG = dict(embed_dim=16, hidden_dim=48, attn_dim=16, batch_size=16, epochs=3, lr=1e-2, bleu_every=3)
-
-
-@pytest.fixture(scope='module')
-def shapes(tmp_path_factory):
-    out = tmp_path_factory.mktemp('shapes')/'data'
-    return prepare('shapes', out=out, encoder=TinyEncoder(), n_train=40, n_val=8, n_test=4, progress=False)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
 def test_sharded_plan_splits_every_epoch(shapes):
@@ -63,7 +51,7 @@ def _worker(rank, world, port, data, out, attention):
 @pytest.mark.parametrize('attention', ['soft', 'hard'])
 def test_two_process_gloo_training(shapes, tmp_path, attention):
     out = tmp_path/'ddp'
-    mp.spawn(_worker, args=(2, _free_port(), str(shapes), str(out), attention), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, servers.free_port(), str(shapes), str(out), attention), nprocs=2, join=True)
     r0, r1 = (torch.load(out/f'rank{r}.pt', weights_only=True) for r in (0, 1))
     for k, v in r0['weights'].items(): assert torch.equal(v, r1['weights'][k]), k       # the ranks agree
     assert r0['steps'] == r1['steps'] and r0['seen'] != r1['seen']                       # same steps, other batches

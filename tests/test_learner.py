@@ -1,30 +1,15 @@
 "The Learner (nbs/16_learner.ipynb): a tiny model learns one batch by heart, with soft and with hard attention."
-import math, sys
-from pathlib import Path
+import math
 import pytest, torch
 
-sys.path.insert(0, str(Path(__file__).parent/'fixtures'))
-from standin_encoder import TinyEncoder  # noqa: E402
 from show_attend_tell.checkpoint import build_model
 from show_attend_tell.learner import make_learner
-from show_attend_tell.config import preset# noqa: E402
-from show_attend_tell.features import prepare, load_prepared
+from show_attend_tell.features import load_prepared
 from show_attend_tell.loaders import get_dls
 
+from small_models import tiny_cfg  # tests/fixtures/, on the path through conftest.py
+
 torch.set_num_threads(1)
-
-
-def tiny_cfg(attention='soft', **kw):
-    "The tiny preset, smaller still: these tests train in about a second."
-    return preset('tiny', **{**dict(embed_dim=16, hidden_dim=48, attn_dim=16, batch_size=16, epochs=3, dropout=0.1,
-                                    attention=attention), **kw})
-
-
-@pytest.fixture(scope='module')
-def shapes(tmp_path_factory):
-    "A prepared Shapes folder: 40 training, 8 validation images, 4×4×8 features from the stand-in encoder."
-    out = tmp_path_factory.mktemp('shapes')/'data'
-    return prepare('shapes', out=out, encoder=TinyEncoder(), n_train=40, n_val=8, n_test=4, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,21 +1,14 @@
 "Losses (nbs/10_losses.ipynb): the REINFORCE estimator is unbiased, the baseline lowers its variance, the loss value and its masking."
-import math, sys
-from pathlib import Path
+import math
 import pytest, torch
 
-sys.path.insert(0, str(Path(__file__).parent/'fixtures'))
 from show_attend_tell.attention import doubly_stochastic_penalty
 from show_attend_tell.checkpoint import build_model
 from show_attend_tell.losses import CaptionLoss, reinforce_loss, update_baseline
-from show_attend_tell.config import preset# noqa: E402
+
+from small_models import tiny_cfg  # tests/fixtures/, on the path through conftest.py
 
 torch.set_num_threads(1)
-
-
-def tiny_cfg(attention='soft', **kw):
-    "The tiny preset, smaller still: these tests train in about a second."
-    return preset('tiny', **{**dict(embed_dim=16, hidden_dim=48, attn_dim=16, batch_size=16, epochs=3, dropout=0.1,
-                                    attention=attention), **kw})
 
 
 def _single_sample_grads(theta, reward_fn, baseline, n, gen):
