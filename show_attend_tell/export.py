@@ -189,7 +189,7 @@ def model_card(ck:dict, # the checkpoint's dict (`read_checkpoint`)
          f"| decoder | LSTM of {cfg.hidden_dim} units, word embedding {cfg.embed_dim}, f_att width {cfg.attn_dim}, "
          f"deep output (eq. 7) {'on' if cfg.deep_output else 'off'}, dropout {cfg.dropout:g}, {n_params:,} parameters |",
          f"| vocabulary | {len(vocab):,} entries, 4 of them special (`vocab.json`, sha1 `{vocab.hash()[:12]}`) |",
-         f"| training | {ck.get('epoch')} of {cfg.epochs} planned epochs done, Adam lr {cfg.lr:g}, batch {cfg.batch_size}{best} |",
+         f"| training | saved after {ck.get('epoch')} of {cfg.epochs} planned epochs, optimizer `{cfg.optimizer}` at lr {cfg.lr:g}, batch {cfg.batch_size}{best} |",
          f"| decoding | beam size {cfg.beam_size}, at most {cfg.max_decode_len} words |",
          f"| written by | show_attend_tell {__version__}, torch {ck.get('torch_version') or torch.__version__} |", "",
          "## Evaluation", "", *_evaluation_md(cfg, report, report_path), "",
