@@ -14,7 +14,7 @@ export PATH := $(QUARTO_PATH)$(CURDIR)/$(BIN):$(PATH)
 # path needs Node.js. katex 0.19's CLI dependency (commander) declares node>=22: npm warns on node 20, the library works.
 KATEX := node_modules/.katex-installed
 
-.PHONY: install katex demo test sync nbtest pytest docs docs-check sysdeps bench clean
+.PHONY: install katex demo test sync nbtest pytest docs docs-check sysdeps bench gpu-check clean
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ docs-check: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# The GPU checks (issue 19) on a machine with CUDA: install, the #| gpu notebook cells, pytest -m gpu, bench/run.py --device cuda.
+# Results under $OUT, or bench/results/gpu/; without a CUDA device it fails at once with "error: no CUDA device ...".
+gpu-check:
+	@bash tools/gpu_check.sh
 
 clean:
 	rm -rf _docs _proc build *.egg-info node_modules

@@ -12,10 +12,34 @@ RESULTS = Path(__file__).parent / 'results'
 # D of each encoder's annotation vectors (bench/encoders.py checks this against the real encoders).
 # The speed benchmarks measure the library's own configuration (EfficientNet-Lite0 features, one-layer f_att and initial
 # state) under the dataset names of their earlier results; the presets of those names are now the original code's (config).
-OURS = {'coco': 'coco_modern', 'flickr30k': 'flickr30k_modern', 'flickr8k': 'flickr8k_modern'}
+# 'coco_arctic' is the preset `coco` itself: the original code's configuration (VGG-19 conv5_4, D = 512, two-layer f_att
+# and initial state).
+OURS = {'coco': 'coco_modern', 'flickr30k': 'flickr30k_modern', 'flickr8k': 'flickr8k_modern', 'coco_arctic': 'coco'}
 def bench_cfg(name, **kw): return preset(OURS.get(name, name), **kw)
 
 FEAT_DIM = {'efficientnet_lite0': 1280, 'efficientnet_lite0_local': 112, 'vgg19': 512, 'resnet101': 2048}
+
+
+REPO = Path(__file__).resolve().parent.parent
+SHAPES_CACHE = Path(__file__).parent / '.cache' / 'shapes'
+
+
+def shapes_model(log=print):
+    """(checkpoint, prepared folder, where it came from) of a trained Shapes model: the demo's (`make demo`) when it
+    exists, else one trained here once (tiny preset, 1,000 images, 4 epochs, about a minute on 2 cores) under
+    bench/.cache/shapes, resumable, reused by later runs."""
+    demo = REPO / 'demo_out'
+    if (demo / 'run_soft' / 'best.pth').is_file() and (demo / 'shapes' / 'dataset.json').is_file():
+        return demo / 'run_soft' / 'best.pth', demo / 'shapes', 'the demo (demo_out/run_soft/best.pth)'
+    from show_attend_tell.features import prepare
+    from show_attend_tell.training import train
+    data, run = SHAPES_CACHE / 'data', SHAPES_CACHE / 'run'
+    if not (run / 'best.pth').is_file():
+        log(f"  (no demo_out: training a Shapes model once under {SHAPES_CACHE})")
+        if not (data / 'dataset.json').is_file():
+            prepare('shapes', out=data, preset='tiny', n_train=1000, n_val=100, n_test=100, device='cpu', progress=False)
+        train('tiny', data, run, resume=True, device='cpu', epochs=4, progress=False)
+    return run / 'best.pth', data, f'trained for the benchmark ({SHAPES_CACHE.relative_to(REPO)}/run/best.pth: 1,000 images, 4 epochs)'
 
 
 def machine_info(device='cpu'):

@@ -1,8 +1,8 @@
-"""The benchmark suite (`make bench`): every measurement of issue 8, each topic's results in bench/results/<topic>.json
+"""The benchmark suite (`make bench`): every measurement of issues 8 and 19, each topic's results in bench/results/<topic>.json
 and .md, and all of them together in bench/results/latest.json and latest.md.
 
 Topics (each figure that compares two things measures both in the same run, timed in turns, as a ratio):
-  train_speed     training step captions/s at the tiny, flickr8k and coco presets vs a reference decoder
+  train_speed     training step captions/s at the tiny, coco (ours) and coco_arctic presets vs a reference decoder
   flops           achieved GFLOP/s of the training step as a fraction of torch.mm at the step's shapes
   beam_speed      batched vs per-image beam search, k = 1, 3, 5, 50 steps, identical captions checked
   encoders        feature extraction images/s of every encoder at 224×224, cache bytes per image
@@ -11,20 +11,46 @@ Topics (each figure that compares two things measures both in the same run, time
   cider_speed     captions/s of the SCST CIDEr-D reward vs pycocoevalcap's Cider, same scores checked
   app_latency     sat_app: seconds until its page is served, seconds to answer a 224×224 upload with beam 3
   grounding       scoring 5,000 images × 15 words against COCO instance masks: seconds and peak memory
-With a CUDA GPU the training, FLOP/s, hard-attention, beam and encoder topics run again on it under autocast (AMP);
-without one the results say "cpu only".
+  data_feed       captions/s the training loader delivers from a 20,000-image cache (D = 512, 1280) vs the training step
+  startup         seconds from launching `sat_caption IMAGE` until its caption is printed
+That is the CPU suite (`--device cpu`, the default, whether or not the machine has a GPU). `--device cuda` runs the GPU topics
+instead (tools/gpu_check.sh, `make gpu-check`), into bench/results/gpu/ unless --out says otherwise, at the coco preset:
+  amp_speed_cuda       training step captions/s in fp32, bf16 and fp16 (GradScaler) autocast, and the reference decoder on the
+                       same GPU in fp32 and AMP; the time one COCO epoch would take at each speed
+  beam_speed_cuda      batched vs per-image beam search images/s (fp32, as sat_caption runs), k = 1, 3, 5
+  gpu_memory_cuda      torch.cuda.max_memory_allocated and captions/s per training batch size, doubling until out of memory or a cap
+  data_feed_cuda       the training loader's captions/s from a 20,000-image cache, and with the cache held in GPU memory
+  hard_attention_cuda  hard vs soft attention per training step, AMP
+  flops_cuda           achieved TFLOP/s of the training step vs torch.mm at its shapes, AMP, and its CUDA profile
+  encoders_cuda        feature extraction images/s, AMP
+Without a CUDA device `--device cuda` fails with "error: no CUDA device ...". `--dry-run` runs those same GPU topic functions on the
+CPU at tiny sizes (bf16 autocast on the CPU), into a temporary folder: a check, without a GPU, that the GPU run has no typo waiting.
 
-Usage: .venv/bin/python bench/run.py [--only train_speed,flops] [--threads 2] [--quick] [--out bench/results]
-(--only reruns some topics; latest.md keeps the others' results from the last run.)
+Usage: .venv/bin/python bench/run.py [--device cpu|cuda] [--only train_speed,flops] [--threads 2] [--quick] [--dry-run]
+                                     [--budget-s SECONDS] [--out bench/results]
+(--only reruns some topics; latest.md keeps the others' results from the last run. --budget-s skips the topics not yet started
+once the run has taken that long, so a GPU session with a time limit still gets the first topics' results.)
 """
-import argparse, json, sys, time, traceback
+import argparse, importlib, json, os, sys, tempfile, time, traceback
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
-import app_latency, beam_speed, cache_memory, cider_speed, encoders, flops, grounding, hard_attention, train_speed
 from common import DISTURBED, RESULTS, OtherLoad, machine_info, machine_line, md_table, wait_for_quiet, write_result, _atomic_write
 
 COMMAND = 'make bench'
+GPU_COMMAND = 'make gpu-check'
+NO_CUDA = 'no CUDA device (torch.cuda.is_available() is False): run this on a GPU machine'
+
+
+class _Topic:
+    "A topic module, imported when a topic first runs (so `--device cuda` without a GPU fails before the heavy imports)."
+    def __init__(self, name): self.name = name
+    def __getattr__(self, attr): return getattr(importlib.import_module(self.name), attr)
+
+
+(amp_speed, app_latency, beam_speed, cache_memory, cider_speed, data_feed, encoders, flops, gpu_memory, grounding, hard_attention,
+ startup, train_speed) = map(_Topic, ('amp_speed', 'app_latency', 'beam_speed', 'cache_memory', 'cider_speed', 'data_feed',
+                                      'encoders', 'flops', 'gpu_memory', 'grounding', 'hard_attention', 'startup', 'train_speed'))
 
 
 def cpu_topics(quick=False):
@@ -38,8 +64,10 @@ def cpu_topics(quick=False):
                 ('hard_attention', 'hard vs soft attention per training step', lambda log: hard_attention.run(('tiny',), reps=2, log=log)),
                 ('app_latency', 'sat_app start-up and response time', lambda log: app_latency.run(reps=2, log=log)),
                 ('grounding', 'grounding against COCO masks', lambda log: grounding.run(images=100, modes=('cell',), log=log)),
-                ('cider_speed', 'CIDEr-D reward vs pycocoevalcap', lambda log: cider_speed.run(200, (20,), reps=1, log=log))]
-    return [('train_speed', 'training step vs the reference decoder (tiny, flickr8k, coco)', lambda log: train_speed.run(log=log)),
+                ('cider_speed', 'CIDEr-D reward vs pycocoevalcap', lambda log: cider_speed.run(200, (20,), reps=1, log=log)),
+                ('data_feed', 'data feed vs training step', lambda log: data_feed.run(images=1000, dims=(512,), batches=5, step_presets={512: 'tiny'}, log=log)),
+                ('startup', 'sat_caption start-up', lambda log: startup.run(reps=2, log=log))]
+    return [('train_speed', 'training step vs the reference decoder (tiny, coco, coco_arctic)', lambda log: train_speed.run(log=log)),
             ('flops', 'achieved GFLOP/s of the training step vs torch.mm', lambda log: flops.run(log=log)),
             ('beam_speed', 'batched vs per-image beam search, k = 1, 3, 5', lambda log: beam_speed.run(log=log)),
             ('encoders', 'feature extraction images/s, cache bytes per image', lambda log: encoders.run(log=log)),
@@ -47,54 +75,108 @@ def cpu_topics(quick=False):
             ('hard_attention', 'hard vs soft attention per training step', lambda log: hard_attention.run(log=log)),
             ('app_latency', 'sat_app start-up and response time (224×224, beam 3)', lambda log: app_latency.run(log=log)),
             ('grounding', 'grounding 5,000 images × 15 words against COCO masks: seconds, peak memory', lambda log: grounding.run(log=log)),
-            ('cider_speed', 'CIDEr-D reward (SCST) captions/s vs pycocoevalcap', lambda log: cider_speed.run(log=log))]
+            ('cider_speed', 'CIDEr-D reward (SCST) captions/s vs pycocoevalcap', lambda log: cider_speed.run(log=log)),
+            ('data_feed', 'training loader captions/s from a 20,000-image cache (D = 512, 1280; files warm/cold, in memory) vs the step',
+             lambda log: data_feed.run(log=log)),
+            ('startup', 'sat_caption: seconds from launch until its caption is printed', lambda log: startup.run(log=log))]
 
 
-def gpu_topics(quick=False):
-    "The same measurements on the GPU under autocast (AMP); names end in _cuda."
+def gpu_topics(quick=False, device='cuda'):
+    """The GPU topics on `device` (names end in _cuda); with `quick` at tiny sizes. On the CPU (the dry run) they run at tiny
+    sizes under bf16 autocast, named _dryrun."""
     from show_attend_tell.config import amp_dtype
-    dev = torch.device('cuda')
-    amp = amp_dtype(dev)
-    presets = ('tiny',) if quick else ('tiny', 'coco')
-    return [('train_speed_cuda', 'training step vs the reference decoder, GPU + AMP',
-             lambda log: train_speed.run(presets, reps=5, device=dev, amp_dtype=amp, log=log)),
-            ('flops_cuda', 'achieved TFLOP/s of the training step vs torch.mm, GPU + AMP',
-             lambda log: flops.run(presets, reps=5, device=dev, amp_dtype=amp, profile_preset=presets[-1], log=log)),
-            ('hard_attention_cuda', 'hard vs soft attention per training step, GPU + AMP',
-             lambda log: hard_attention.run(presets, reps=5, device=dev, amp_dtype=amp, log=log)),
-            ('beam_speed_cuda', 'batched vs per-image beam search, GPU + AMP',
-             lambda log: beam_speed.run(('tiny',) if quick else ('flickr8k',), images=8 if quick else 100, per_turn=2,
-                                        reps=2, device=dev, amp_dtype=amp, log=log)),
-            ('encoders_cuda', 'feature extraction, GPU + AMP',
-             lambda log: encoders.run(batch=32, images=64, reps=3, device=dev, amp_dtype=amp, log=log))]
+    dev = torch.device(device)
+    amp = amp_dtype(dev) or torch.bfloat16        # the library's AMP dtype on a GPU; bf16 for the dry run on the CPU
+    sfx = '_cuda' if dev.type == 'cuda' else '_dryrun'
+    if quick:   # every code path of the GPU topics in seconds
+        topics = [('amp_speed', 'training step fp32 vs AMP vs the reference decoder', lambda log: amp_speed.run('tiny', reps=1, device=dev, log=log)),
+                  ('beam_speed', 'batched vs per-image beam search', lambda log: beam_speed.run(('tiny',), images=4, per_turn=1, reps=1, beams=(1, 3),
+                                                                                               max_len=8, device=dev, log=log)),
+                  ('gpu_memory', 'memory and captions/s per training batch size', lambda log: gpu_memory.run('tiny', start=2, max_batch=8, reps=1, device=dev,
+                                                                                                             amp_dtype=amp, max_step_s=60, log=log)),
+                  ('data_feed', 'data feed vs training step, cache in device memory', lambda log: data_feed.run(images=1000, dims=(512,), batches=5,
+                                                                   step_presets={512: 'tiny'}, device=dev, amp_dtype=amp, log=log)),
+                  ('hard_attention', 'hard vs soft attention per training step', lambda log: hard_attention.run(('tiny',), reps=1, device=dev,
+                                                                                                                amp_dtype=amp, log=log)),
+                  ('flops', 'achieved FLOP/s of the training step', lambda log: flops.run(('tiny',), reps=1, device=dev, amp_dtype=amp,
+                                                                                          profile_preset='tiny', log=log)),
+                  ('encoders', 'feature extraction', lambda log: encoders.run(batch=2, images=4, reps=1, device=dev, amp_dtype=amp,
+                                                                              names=['efficientnet_lite0_local'], log=log))]
+    else:       # the coco preset, most telling first (--budget-s drops from the end)
+        topics = [('amp_speed', 'training step captions/s: fp32 vs bf16 vs fp16 autocast, and the reference decoder, coco preset',
+                   lambda log: amp_speed.run('coco', reps=5, device=dev, log=log)),
+                  ('beam_speed', 'batched vs per-image beam search images/s, coco preset, fp32, k = 1, 3, 5',
+                   lambda log: beam_speed.run(('coco',), images=100, per_turn=2, reps=2, device=dev, log=log)),
+                  ('gpu_memory', 'GPU memory and captions/s per training batch size, doubling until out of memory (AMP)',
+                   lambda log: gpu_memory.run('coco', device=dev, amp_dtype=amp, log=log)),
+                  ('data_feed', 'training loader captions/s vs the step, and the feature cache held in GPU memory (--features_in_memory)',
+                   lambda log: data_feed.run(dims=(512,), device=dev, amp_dtype=amp, log=log)),
+                  ('hard_attention', 'hard vs soft attention per training step, coco preset, AMP',
+                   lambda log: hard_attention.run(('coco',), reps=5, device=dev, amp_dtype=amp, log=log)),
+                  ('flops', 'achieved TFLOP/s of the training step vs torch.mm, coco preset, AMP',
+                   lambda log: flops.run(('coco',), reps=5, device=dev, amp_dtype=amp, profile_preset='coco', log=log)),
+                  ('encoders', 'feature extraction images/s, AMP',
+                   lambda log: encoders.run(batch=32, images=64, reps=2, device=dev, amp_dtype=amp, log=log))]
+    return [(name + sfx, what, fn) for name, what, fn in topics]
 
 
 def rename(res, name):
     "A topic's result under another name (the GPU copies), with its headings marked."
-    md = res['md'].replace('\n', ' (GPU, AMP)\n', 1) if name.endswith('_cuda') else res['md']
+    mark = ' (GPU)' if name.endswith('_cuda') else ' (CPU dry run of the GPU topic)' if name.endswith('_dryrun') else ''
+    md = res['md'].replace('\n', mark + '\n', 1) if mark else res['md']
     return dict(name=name, data=res['data'], md=md)
+
+
+def suite(device: torch.device, quick=False, dry_run=False):
+    "The topics of a run: the CPU suite, the GPU topics on the GPU, or (dry run) the GPU topics on the CPU."
+    return gpu_topics(quick or dry_run, device) if device.type == 'cuda' or dry_run else cpu_topics(quick)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--device', default='cpu', help="cpu (the CPU suite, `make bench`) or cuda / cuda:N (the GPU topics)")
     p.add_argument('--only', default='', help='comma-separated topic names (default: all)')
-    p.add_argument('--threads', type=int, default=2, help='torch threads (the machine has 2 cores)')
+    p.add_argument('--threads', type=int, default=None, help='torch threads (default: 2, the cores of the shared CPU machine; '
+                                                             'with --device cuda, up to 8 of the machine\'s cores)')
     p.add_argument('--quick', action='store_true', help='tiny sizes: a smoke test of every code path')
-    p.add_argument('--out', default=str(RESULTS), help='results folder')
-    p.add_argument('--max-wait', type=float, default=60, help='seconds in all to wait, before topics, for other processes to leave the CPU')
-    p.add_argument('--max-redo', type=float, default=150, help='seconds in all to spend rerunning timing rounds that other processes disturbed')
+    p.add_argument('--dry-run', action='store_true', help='the GPU topics on the CPU at tiny sizes, into a temporary folder unless --out')
+    p.add_argument('--budget-s', type=float, default=float('inf'), help='start no topic after the run has taken this many seconds')
+    p.add_argument('--out', default=None, help='results folder (default: bench/results; bench/results/gpu with --device cuda)')
+    p.add_argument('--max-wait', type=float, default=None, help='seconds in all to wait, before topics, for other processes to '
+                                                                'leave the CPU (default 60; 0 with --device cuda or --dry-run)')
+    p.add_argument('--max-redo', type=float, default=None, help='seconds in all to spend rerunning timing rounds that other processes '
+                                                                'disturbed (default 150; 20 with --device cuda, 0 with --dry-run)')
     a = p.parse_args()
+    try: dev = torch.device(a.device)
+    except RuntimeError: fail(f"--device {a.device!r} is not a device: use cpu, cuda or cuda:N", 2)
+    if dev.type not in ('cpu', 'cuda'): fail(f"--device {a.device!r}: use cpu, cuda or cuda:N", 2)
+    cuda = dev.type == 'cuda'
+    if cuda and not torch.cuda.is_available(): fail(NO_CUDA)
+    if cuda and a.dry_run: fail("--dry-run runs the GPU topics on the CPU: leave out --device cuda", 2)
+    if cuda and (dev.index or 0) >= torch.cuda.device_count():
+        fail(f"--device {a.device}: this machine has {torch.cuda.device_count()} CUDA device(s)", 2)
+    if cuda and dev.index is not None: torch.cuda.set_device(dev)    # (set_device refuses a device without an index)
+    a.threads = a.threads or (min(8, os.cpu_count() or 2) if cuda else 2)
+    # a GPU's timings hardly feel the CPU's load; a dry run's numbers mean nothing: neither waits for a quiet CPU
+    max_wait = a.max_wait if a.max_wait is not None else 0.0 if cuda or a.dry_run else 60.0
+    DISTURBED['budget_s'] = a.max_redo if a.max_redo is not None else 20.0 if cuda else 0.0 if a.dry_run else 150.0
     torch.set_num_threads(a.threads)
-    DISTURBED['budget_s'] = a.max_redo
-    out = Path(a.out)
+    out = Path(a.out) if a.out else RESULTS / 'gpu' if cuda else Path(tempfile.mkdtemp(prefix='sat_bench_dryrun_')) if a.dry_run else RESULTS
     only = set(filter(None, a.only.split(',')))
-    topics = cpu_topics(a.quick)
-    cuda = torch.cuda.is_available()
-    if cuda: topics += gpu_topics(a.quick)
-    if only: topics = [t for t in topics if t[0] in only]
+    topics = suite(dev, a.quick, a.dry_run)
+    if only:
+        unknown = only - {t[0] for t in suite(dev, False, a.dry_run)}
+        if unknown: fail(f"--only: no topic {', '.join(sorted(unknown))} in this suite; choose from {', '.join(t[0] for t in topics)}", 2)
+        topics = [t for t in topics if t[0] in only]
     t_all, waited_all, results = time.perf_counter(), 0.0, {}
     for i, (name, what, fn) in enumerate(topics, 1):
-        waited = wait_for_quiet(max(0.0, a.max_wait - waited_all)) if a.max_wait > waited_all else 0.0
+        if time.perf_counter() - t_all > a.budget_s:
+            print(f"[{i}/{len(topics)}] {name}: skipped (the run has taken its --budget-s of {a.budget_s:.0f} s)", flush=True)
+            results[name] = dict(what=what, status='skipped', seconds=0.0, other_processes_cores=None, waited_s=0.0, dropped_rounds=0,
+                                 date=time.strftime('%Y-%m-%d %H:%M'), name=name, data=dict(skipped=f'--budget-s {a.budget_s:g}'),
+                                 md=f"## {name}\n\n**Skipped:** the run had used its time budget (`--budget-s {a.budget_s:g}`).")
+            continue
+        waited = wait_for_quiet(max(0.0, max_wait - waited_all)) if max_wait > waited_all else 0.0
         waited_all += waited
         print(f"[{i}/{len(topics)}] {name}: {what} ...", flush=True)
         load, t0 = OtherLoad().start(), time.perf_counter()
@@ -109,55 +191,78 @@ def main():
             res = dict(name=name, data=dict(error=f'{type(e).__name__}: {e}', traceback=tb),
                        md=f"## {name}\n\n**Failed:** `{type(e).__name__}: {e}`")
             status = 'failed'
+        finally:
+            if cuda: torch.cuda.empty_cache()      # the next topic starts with the GPU's memory free
         secs, others = round(time.perf_counter() - t0, 1), load.stop()
         dropped = DISTURBED['rounds']
         results[name] = dict(what=what, status=status, seconds=secs, other_processes_cores=others, waited_s=waited,
                              dropped_rounds=dropped, date=time.strftime('%Y-%m-%d %H:%M'), **res)
         print(f"[{i}/{len(topics)}] {name}: {status} in {secs:.0f} s (other processes used {others} cores meanwhile; "
               f"{dropped} disturbed timing rounds dropped and rerun)", flush=True)
-    wall, n_run = round(time.perf_counter() - t_all, 1), len(results)
+    wall, n_run = round(time.perf_counter() - t_all, 1), sum(r['status'] != 'skipped' for r in results.values())
     if only:   # a partial run: the other topics keep their results from the last run
         earlier = out / 'latest.json'
         old = json.loads(earlier.read_text()).get('topics', {}) if earlier.exists() else {}
-        order = [t[0] for t in cpu_topics() + (gpu_topics() if cuda else [])]
+        order = [t[0] for t in suite(dev, False, a.dry_run)]
         old = {n: r for n, r in old.items() if 'md' in r and 'data' in r}
         merged = {n: results[n] if n in results else dict(dict(date='?', seconds=None, waited_s=0, other_processes_cores=None,
                                                                dropped_rounds=None), **old[n], name=n, rerun=False)
                   for n in order if n in results or n in old}
         results = merged
-    write_latest(out, results, wall, cuda, a)
+    write_latest(out, results, wall, dev, a)
     print(f"bench: {n_run} topics in {wall:.0f} s; results in {out}/latest.md", flush=True)
-    if any(r['status'] != 'ok' for r in results.values()): sys.exit(1)
+    if any(r['status'] == 'failed' for r in results.values()): sys.exit(1)
 
 
-def write_latest(out: Path, results: dict, wall: float, cuda: bool, args):
+def fail(msg, code=1):
+    "A one-line error on stderr and the exit status (1: no CUDA device; 2: a wrong argument)."
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def write_latest(out: Path, results: dict, wall: float, device: torch.device, args):
     "latest.json (every topic's data) and latest.md (one document: machine, goals, every table)."
-    info = machine_info('cuda' if cuda else 'cpu')
-    goals = [(name, r['data']['goal']) for name, r in results.items() if isinstance(r['data'], dict) and 'goal' in r['data']]
-    data = dict(command=COMMAND, machine=info, gpu=info['device'] if cuda else 'cpu only', wall_s=wall, quick=args.quick,
-                threads=args.threads, goals={n: g for n, g in goals},
+    cuda = device.type == 'cuda'
+    info = machine_info(device if cuda else 'cpu')
+    command = GPU_COMMAND if cuda else '.venv/bin/python bench/run.py --dry-run' if args.dry_run else COMMAND
+    flags = (f' --device {args.device}' if cuda else '') + (' --quick' if args.quick else '') + (' --dry-run' if args.dry_run else '')
+    # the topics' goals are the issue's goals for the CPU: a GPU run (or its dry run) reports its numbers without them
+    goals = [] if cuda or args.dry_run else [(name, r['data']['goal']) for name, r in results.items()
+                                            if isinstance(r['data'], dict) and isinstance(r['data'].get('goal'), dict)
+                                            and {'goal', 'shown', 'met'} <= set(r['data']['goal'])]   # (grounding's 'goal' holds figures)
+    data = dict(command=command, machine=info, gpu=info['device'] if cuda else 'cpu only', wall_s=wall, quick=args.quick,
+                dry_run=args.dry_run, device=str(device), threads=args.threads, goals={n: g for n, g in goals},
                 topics={n: dict(what=r['what'], status=r['status'], date=r['date'], seconds=r['seconds'], waited_s=r['waited_s'],
                                 other_processes_cores=r['other_processes_cores'], dropped_rounds=r['dropped_rounds'],
                                 data=r['data'], md=r['md']) for n, r in results.items()})
+    out.mkdir(parents=True, exist_ok=True)
     _atomic_write(out / 'latest.json', json.dumps(data, indent=2, default=str))
 
-    md = ["# Benchmark results", "",
-          f"Command: `{COMMAND}` (`.venv/bin/python bench/run.py{' --quick' if args.quick else ''}`), whole run {wall / 60:.1f} min"
+    if cuda:
+        gpu_line = (f"GPU: {info['device']}. Every topic ran on it (names ending in _cuda), in the precision its heading says; "
+                    f"the timings are of the GPU (synchronised), the CPU only launches the work.")
+    elif args.dry_run:
+        gpu_line = ("**Dry run**: the GPU topics' code on the CPU at tiny sizes, under bf16 autocast where they use AMP. The "
+                    "numbers mean nothing; the run shows that `--device cuda` has no error waiting in its code.")
+    else:
+        gpu_line = ("GPU: **cpu only** (the CPU suite; `bench/run.py --device cuda`, or `make gpu-check`, runs the GPU topics "
+                    "on a machine with one), so there are no GPU figures.")
+    md = ["# Benchmark results" + (' (GPU)' if cuda else ' (dry run of the GPU topics)' if args.dry_run else ''), "",
+          f"Command: `{command}` (`.venv/bin/python bench/run.py{flags}`), whole run {wall / 60:.1f} min"
           + (f" (this time only {', '.join(n for n, r in results.items() if r.get('rerun', True))}; the other topics are "
              f"from earlier runs, dated in the table below)" if args.only else '') + ". "
-          f"Machine: {machine_line(info)}.", "",
-          ("GPU: " + info['device'] + " — the GPU topics (names ending in _cuda) ran under autocast (AMP).") if cuda else
-          "GPU: **cpu only** (`torch.cuda.is_available()` is False on this machine), so there are no GPU figures.", "",
-          "This machine is shared with other work. Each comparison is a ratio of two things timed in turns in the same run; "
-          "a round of turns during which other processes kept more than half a core busy is dropped and run again after a "
-          "quieter moment (within limits). Below: how busy other processes kept the CPU during each topic, and how many "
-          "rounds were dropped.", "",
-          "## Goals", "",
-          md_table(['topic', 'goal', 'measured', 'met'],
-                   [(n, g['goal'], g['shown'], 'yes' if g['met'] else '**no**') for n, g in goals]), "",
-          md_table(['topic', 'measures', 'status', 'run', 'seconds', 'other processes (cores)', 'rounds dropped'],
-                   [(n, r['what'], r['status'], r['date'], r['seconds'], r['other_processes_cores'], r['dropped_rounds'])
-                    for n, r in results.items()]), ""]
+          f"Machine: {machine_line(info)}.", "", gpu_line, "",
+          "Each comparison is a ratio of two things timed in turns in the same run; a round of turns during which other "
+          "processes kept more than half a core busy is dropped and run again after a quieter moment (within limits). Below: "
+          "how busy other processes kept the CPU during each topic, and how many rounds were dropped."
+          + ("" if cuda else " This machine is shared with other work."), ""]
+    if goals:
+        md += ["## Goals", "",
+               md_table(['topic', 'goal', 'measured', 'met'],
+                        [(n, g['goal'], g['shown'], 'yes' if g['met'] else '**no**') for n, g in goals]), ""]
+    md += [md_table(['topic', 'measures', 'status', 'run', 'seconds', 'other processes (cores)', 'rounds dropped'],
+                    [(n, r['what'], r['status'], r['date'], r['seconds'], r['other_processes_cores'], r['dropped_rounds'])
+                     for n, r in results.items()]), ""]
     for r in results.values(): md += [r['md'], ""]
     _atomic_write(out / 'latest.md', '\n'.join(md))
 

@@ -13,7 +13,7 @@ Both do forward + loss + backward + Adam step on the same batch; ours through th
 has the deep output layer (eq. 7), which costs more than the reference's plain output layer, and still has to win.
 The two steps are timed in turns (ours, reference, ours, ...) and the speed-up is the ratio of their medians.
 
-Usage: .venv/bin/python bench/train_speed.py [--presets tiny,flickr8k,coco] [--length 12] [--reps 3]
+Usage: .venv/bin/python bench/train_speed.py [--presets tiny,coco,coco_arctic] [--length 12] [--reps 3]
 Writes bench/results/train_speed.json and .md.
 """
 import sys
@@ -24,7 +24,7 @@ from common import FEAT_DIM, TrainStep, autocast, caption_batch, load_avg, machi
 from show_attend_tell.config import preset
 from show_attend_tell.decoder import ShowAttendTell
 
-GOAL = 2.0   # the issue: at least 2x the reference's captions/s at the coco preset, on CPU
+GOAL = 3.0   # issue 19: at least 3x the reference's captions/s at the coco preset, on CPU (issue 8 asked for 2x)
 
 
 class ReferenceDecoder(nn.Module):
@@ -89,7 +89,7 @@ def bench_preset(name, T, reps, device='cpu', amp_dtype=None, batch=None):
                 speedup=round(t['ref'] / t['ours'], 2), load_avg_1min=load_avg())
 
 
-def run(presets=('tiny', 'flickr8k', 'coco'), length=12, reps=3, device='cpu', amp_dtype=None, log=print):
+def run(presets=('tiny', 'coco', 'coco_arctic'), length=12, reps=3, device='cpu', amp_dtype=None, log=print):
     "Time both steps at every preset; returns dict(name, data, md)."
     rows = []
     for name in presets:
@@ -108,12 +108,24 @@ def run(presets=('tiny', 'flickr8k', 'coco'), length=12, reps=3, device='cpu', a
           f"196 annotation vectors of the preset's encoder size D, random init), {info['device']}{amp}, {info['torch_threads']} threads. "
           f"The reference is the per-step loop over a shrinking batch with the attention projection recomputed at every step "
           f"(the design of the most-used public PyTorch reimplementation), at the same dimensions. The two steps are timed in "
-          f"turns, median of {reps}; the speed-up is the ratio of the two medians. The flickr8k and coco presets have the same "
-          f"decoder (the original code's configuration), so the spread between their rows is this shared machine's noise.\n\n"
+          f"turns, median of {reps}; the speed-up is the ratio of the two medians. The coco row is the library's configuration at "
+          f"the paper's COCO sizes (preset coco_modern: EfficientNet-Lite0 features, D = 1280), the goal's row since issue 8; "
+          f"coco_arctic is the preset coco, the original code's configuration (VGG-19, D = 512, two-layer f_att and initial "
+          f"state), which does more per step than the reference and still has to win.\n\n"
           f"**Goal: ≥ {GOAL}× the reference at the coco preset: {coco['speedup'] if coco else 'n/a'}× — "
           f"{'met' if goal['met'] else 'not met'}.**\n\n{table}")
+    if coco and not goal['met']:
+        md += (f"\n\nWhere the step's time goes is the flops topic's profile (the same step): matrix products at the speed "
+               f"`torch.mm` reaches at their shapes, most of them the LSTM's per-step products of only B = {coco['batch']} rows, "
+               f"which the recurrence makes sequential. Tried: W_zh's weight gradient once for all steps (`StepsLinear`, now the "
+               f"library's path, about 1.2× the step before it, measured by the flops topic); the same for f_att's W_h, "
+               f"whose per-step products take about 1% (not worth a second code path); folding W_z into the annotations "
+               f"(α (a W_zᵀ) instead of (Σ α a) W_zᵀ), which at L = 196 and D = 1280 saves nothing once the per-image "
+               f"product is counted. The reference spends most of its time in large products (its attention projection "
+               f"recomputed at every step), which this machine runs at a higher fraction of its peak, so the ratio moves "
+               f"with the machine's state (the flops topic shows this run's torch.mm speed).")
     return dict(name='train_speed', data=dict(machine=info, length=length, reps=reps, goal=goal, rows=rows), md=md)
 
 
 if __name__ == '__main__':
-    step_bench_main(run, __doc__, 'tiny,flickr8k,coco', 3)
+    step_bench_main(run, __doc__, 'tiny,coco,coco_arctic', 3)

@@ -4,13 +4,12 @@
 
 # %% ../nbs/19_captioning.ipynb #0ea543f2
 from __future__ import annotations
-import sys
+import atexit, gc, sys
 from pathlib import Path
 from typing import NamedTuple
 import torch
 from PIL import Image, UnidentifiedImageError
 from fastcore.script import call_parse, Param
-from fastprogress.fastprogress import progress_bar
 from .core import fail, to_rgb
 from .config import get_device, ConfigError
 from .captions import DataError, load_image
@@ -135,6 +134,7 @@ def caption(images, # image path(s), folder(s) or PIL image(s)
     dev = model_device(encoder, torch.zeros(0))
     chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     if progress:
+        from fastprogress.fastprogress import progress_bar   # lazy: it imports fasthtml (~0.1 s), and only the bar needs it
         chunks = progress_bar(chunks)
     out, was_training = [], encoder.training
     encoder.eval()
@@ -156,6 +156,11 @@ def _figure_path(folder:Path, src, i:int, used:set)->Path:
     used.add(name)
     return folder / name
 
+def _exit_without_collecting():
+    "At exit, skip the interpreter's last garbage collections over torch's objects (about 0.5 s of a console script's wall time)."
+    atexit.unregister(gc.freeze)                # registered once, however often `sat_caption` runs in a process
+    atexit.register(gc.freeze)
+
 # %% ../nbs/19_captioning.ipynb #cecd2af2
 @call_parse
 def sat_caption(paths:Param("image files (JPEG/PNG) or folders of them", str, nargs='+'),
@@ -167,6 +172,7 @@ def sat_caption(paths:Param("image files (JPEG/PNG) or folders of them", str, na
                 skip_bad:bool=True, # skip unreadable images (listed at the end) instead of stopping at the first
                 device:str='auto'): # 'auto', 'cpu' or 'cuda'
     "Console script: print one caption per image (`path<TAB>caption`)."
+    _exit_without_collecting()
     try:
         if beam_size < 1: raise CaptionError(f"--beam_size must be at least 1, got {beam_size}")
         if max_len < 1: raise CaptionError(f"--max_len must be at least 1, got {max_len}")
@@ -184,6 +190,7 @@ def sat_caption(paths:Param("image files (JPEG/PNG) or folders of them", str, na
         caps = caption(pils, model=cap.model, vocab=cap.vocab, encoder=cap.encoder, beam_size=beam_size,
                        max_len=max_len, length_norm=length_norm)
         for p, c in zip(images, caps): print(f"{p}\t{c.text}")
+        sys.stdout.flush()                          # the captions go out now, before any figure is drawn, even into a pipe
         if attention_dir is not None:
             folder, used = Path(attention_dir), set()
             folder.mkdir(parents=True, exist_ok=True)

