@@ -14,7 +14,7 @@ export PATH := $(QUARTO_PATH)$(CURDIR)/$(BIN):$(PATH)
 # path needs Node.js. katex 0.19's CLI dependency (commander) declares node>=22: npm warns on node 20, the library works.
 KATEX := node_modules/.katex-installed
 
-.PHONY: install katex demo test sync nbtest pytest docs docs-check sysdeps bench gpu-check clean
+.PHONY: install katex demo test sync nbtest pytest docs docs-check sysdeps bench gpu-check gpu-wheels clean
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ bench: install
 # Results under $OUT, or bench/results/gpu/; without a CUDA device it fails at once with "error: no CUDA device ...".
 gpu-check:
 	@bash tools/gpu_check.sh
+
+# The wheels gpu-check needs on a GPU machine without network (its python3 has torch but not fastai, nbdev, ...), into .whl/.
+gpu-wheels:
+	@bash tools/gpu_wheels.sh
 
 clean:
 	rm -rf _docs _proc build *.egg-info node_modules

@@ -138,8 +138,7 @@ class _StepsWeightGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *dys):
         dt = ctx.amp_dtype or dys[0].dtype                 # under autocast, the product in its dtype, as per step
-        dy, x = torch.cat(dys).to(dt), torch.cat(ctx.xs).to(dt)
-        ctx.xs = None
+        dy, x = torch.cat(dys).to(dt), torch.cat(ctx.xs).to(dt)   # (ctx.xs stays: a graph kept with retain_graph runs this again)
         return dy.t().mm(x).to(ctx.w_dtype), None, None, None, None
 
 class StepsLinear:

@@ -31,7 +31,10 @@ def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp('app')
     enc = ColourGridEncoder(grid_size=4, feat_dim=8, name='show_attend_tell.encoder:ColourGridEncoder')
     data = prepare('shapes', out=root/'data', encoder=enc, n_train=40, n_val=8, n_test=4, progress=False)
-    cfg = preset('tiny', embed_dim=16, hidden_dim=48, attn_dim=16, batch_size=16, epochs=2, dropout=0.1, grid_size=4)
+    # annotation_norm 'none': the colour grid's features are an affine ramp over the feature index, scaled by the cell's
+    # colour, which layer normalisation would make the same for every image (the model would see no image at all)
+    cfg = preset('tiny', embed_dim=16, hidden_dim=48, attn_dim=16, batch_size=16, epochs=2, dropout=0.1, grid_size=4,
+                 annotation_norm='none')
     train(cfg, data, root/'run', device='cpu', progress=False)
     # a few steps of training leave <end> the likeliest word early on: make it less likely, so that the captions
     # have several words to click (the page is under test here, not the model)
@@ -154,7 +157,11 @@ def test_bad_uploads_give_a_sentence(tmp_path):
 def test_two_sessions_at_once_get_their_own_results(checkpoint, shapes_image):
     "Concurrent calls (as two visitors' requests) give each its own result, the same as one at a time."
     cap = load_captioner(checkpoint)
-    ims = [A.read_upload(shapes_image), A.read_upload(A.example_images(checkpoint.parent/'ex', 1)[-1])]
+    # a second image the colour-grid encoder sees differently: saturated quadrants (a grey photo's cells, layer-normalised,
+    # look almost like a Shapes image's, and the two results would differ by rounding only)
+    quad = np.zeros((64, 64, 3), np.uint8); quad[:32, :32, 0] = quad[:32, 32:, 1] = quad[32:, :32, 2] = 255; quad[32:, 32:, :2] = 255
+    Image.fromarray(quad).save(checkpoint.parent/'quadrants.png')
+    ims = [A.read_upload(shapes_image), A.read_upload(checkpoint.parent/'quadrants.png')]
     alone = [A.explain(cap, im, beam_size=3) for im in ims]
     got = [None, None]
     def visit(i):
@@ -165,8 +172,9 @@ def test_two_sessions_at_once_get_their_own_results(checkpoint, shapes_image):
     for a, g in zip(alone, got):
         assert [h['words'] for h in g] == [h['words'] for h in a]
         assert all(np.allclose(x['alphas'], y['alphas']) for x, y in zip(g, a))
-    assert alone[0][0]['alphas'].shape != alone[1][0]['alphas'].shape or \
-        not np.allclose(alone[0][0]['alphas'], alone[1][0]['alphas'])      # the two images do differ
+    a0, a1 = alone[0][0]['alphas'], alone[1][0]['alphas']
+    n = min(len(a0), len(a1))
+    assert [h['words'] for h in alone[0]] != [h['words'] for h in alone[1]] or np.abs(a0[:n] - a1[:n]).max() > 1e-4   # the two differ
 
 
 def test_cli_one_line_errors(tmp_path, checkpoint):
