@@ -7,26 +7,11 @@ from show_attend_tell.vocab import PAD, START, END
 from show_attend_tell.config import preset
 from show_attend_tell.decoder import ShowAttendTell
 
+from small_models import Peaked  # tests/fixtures/, on the path through conftest.py
+
 
 # ---------------------------------------------------------------------------------------------------------
 # models
-
-class Peaked(torch.nn.Module):
-    "Sharpen a step-API model's word distribution and add end_bias + end_slope·t to its <end> logit (varied lengths)."
-    def __init__(self, model, sharpness=1.0, end_bias=0.0, end_slope=0.0):
-        super().__init__()
-        self.model, self.sharpness, self.end_bias, self.end_slope = model, sharpness, end_bias, end_slope
-    def init_state(self, feats, feat_mask=None):
-        self.t = 0
-        return self.model.init_state(feats, feat_mask)
-    def reorder_state(self, state, index): return self.model.reorder_state(state, index)
-    def step(self, prev, state):
-        logp, alpha, state = self.model.step(prev, state)
-        logp = self.sharpness * logp
-        logp[:, END] += self.end_bias + self.end_slope * self.t
-        self.t += 1
-        return logp.log_softmax(-1), alpha, state
-
 
 class Spy(torch.nn.Module):
     "Record every batch of previous words a step-API model is fed."

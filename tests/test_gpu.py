@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import servers  # tests/fixtures/, on the path through conftest.py
-from small_models import tiny, tiny_cfg, K, L, D
+from small_models import Peaked, tiny, tiny_cfg, K, L, D
 from show_attend_tell import training as T
 from show_attend_tell.checkpoint import build_model, unwrap
 from show_attend_tell.config import amp_dtype
@@ -25,7 +25,6 @@ from show_attend_tell.features import load_prepared
 from show_attend_tell.learner import make_learner
 from show_attend_tell.loaders import get_dls
 from show_attend_tell.losses import CaptionLoss
-from show_attend_tell.vocab import END
 
 HERE = Path(__file__).parent
 REPO = HERE.parent
@@ -110,22 +109,6 @@ def test_learner_trains_under_autocast(shapes, device, amp):
 # decoding
 
 
-class EndLater(torch.nn.Module):
-    "A step-API model whose `<end>` logit grows with the step (bias + slope·t), so that captions end, after different lengths."
-    def __init__(self, model, bias=-4.0, slope=0.5):
-        super().__init__()
-        self.model, self.bias, self.slope = model, bias, slope
-    def init_state(self, feats, feat_mask=None):
-        self.t = 0
-        return self.model.init_state(feats, feat_mask)
-    def reorder_state(self, state, index): return self.model.reorder_state(state, index)
-    def step(self, prev, state):
-        logp, alpha, state = self.model.step(prev, state)
-        logp[:, END] += self.bias + self.slope * self.t
-        self.t += 1
-        return logp.log_softmax(-1), alpha, state
-
-
 @pytest.mark.parametrize('device', DEVICES)
 def test_beam_search_on_the_device_gives_the_cpu_captions(batch, device):
     "The same model and images: beam search (k = 1, 3, 5) and greedy decoding on `device` pick the CPU's words, scores within 1e-4."
@@ -133,7 +116,7 @@ def test_beam_search_on_the_device_gives_the_cpu_captions(batch, device):
     torch.manual_seed(0)
     net = ShowAttendTell(tiny(), K, D).eval()
     with torch.no_grad(): net.out.weight.mul_(6.); net.out.bias.mul_(6.)   # peaked, like a trained model's: no near ties
-    model = EndLater(net)
+    model = Peaked(net, end_bias=-4.0, end_slope=0.5)   # captions end, after different lengths
     moved = copy.deepcopy(model).to(device)
     assert next(moved.parameters()).device.type == device
     for k in (1, 3, 5):
