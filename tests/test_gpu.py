@@ -146,6 +146,9 @@ def _reproducible():
 
 _INTERRUPT_SCRIPT = textwrap.dedent('''
     import os, signal, sys, torch
+    # Ctrl-C raises KeyboardInterrupt even when this process inherited SIGINT ignored (a shell's background job, as a CI
+    # runner may start the tests): Python installs its handler only where SIGINT was not ignored at start
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=True)
     from fastai.callback.core import Callback
