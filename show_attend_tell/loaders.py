@@ -16,8 +16,8 @@ from .captions import DataError, CaptionData, load_image
 from .vocab import PAD, START, END, Vocab
 
 # %% auto #0
-__all__ = ['input_of', 'CaptionPairs', 'bucket_batches', 'collate_pairs', 'BucketDL', 'EncodeBatch', 'get_dls', 'ImageSet',
-           'get_eval_dl', 'ShardedBucketDL', 'shard_dl']
+__all__ = ['input_of', 'CaptionPairs', 'bucket_batches', 'pad_captions', 'collate_pairs', 'BucketDL', 'EncodeBatch', 'get_dls',
+           'ImageSet', 'get_eval_dl', 'ShardedBucketDL', 'shard_dl']
 
 # %% ../nbs/07_loaders.ipynb #71b92be4
 def input_of(data, i, cache, transform):
@@ -52,10 +52,8 @@ class CaptionPairs(torch.utils.data.Dataset):
                 self.captions.append(np.array([START] + vocab.encode(toks) + [END], dtype=np.int64))
         self.image_idx = np.array(self.image_idx, dtype=np.int64)
         self.lengths = np.array([len(c) - 2 for c in self.captions], dtype=np.int64)
-        # for whole batches gathered by index (`batch`): every caption in one flat array, and each example's cache row
-        self._flat = np.concatenate(self.captions) if self.captions else np.zeros(0, np.int64)
-        self._starts = np.concatenate([[0], np.cumsum(self.lengths + 2)[:-1]]).astype(np.int64)
-        self.cache_rows = None if cache is None else np.array([cache.index[data[i].path] for i in self.image_idx.tolist()], np.int64)
+        # each example's cache row, for whole batches gathered by index (`batch`)
+        self.cache_rows = None if cache is None else np.array([cache.row(data[i].path) for i in self.image_idx.tolist()], np.int64)
     def __len__(self): return len(self.captions)
     def __getitem__(self, i):
         return input_of(self.data, int(self.image_idx[i]), self.cache, self.transform), torch.from_numpy(self.captions[i])
@@ -63,9 +61,7 @@ class CaptionPairs(torch.utils.data.Dataset):
         "Examples `idxs` as one batch (as `collate_pairs` makes it); from a held cache, gathered by index on its device."
         if getattr(self.cache, 'table', None) is None: return collate_pairs([self[i] for i in idxs])
         idxs = np.asarray(idxs, dtype=np.int64)
-        n = self.lengths[idxs] + 2; pos = np.arange(int(n.max()))
-        ids = self._flat[np.minimum(self._starts[idxs][:, None] + pos, len(self._flat) - 1)]
-        return self.cache.rows(self.cache_rows[idxs]), torch.from_numpy(np.where(pos < n[:, None], ids, PAD))
+        return self.cache.rows(self.cache_rows[idxs]), pad_captions([torch.from_numpy(self.captions[i]) for i in idxs])
     def __repr__(self): return f"CaptionPairs({self.split}: {len(self)} captions of {len(set(self.image_idx.tolist()))} images)"
 
 # %% ../nbs/07_loaders.ipynb #67dcd4d8
@@ -95,13 +91,17 @@ def bucket_batches(lengths, # caption length of every example
     return out
 
 # %% ../nbs/07_loaders.ipynb #91a98985
-def collate_pairs(items):
-    "Stack (input, caption) items; captions of different lengths are padded with `PAD` (bucketed batches need none)."
-    xs, caps = zip(*items)
+def pad_captions(caps)->torch.Tensor:
+    "Captions (id tensors) as one (B, T+1) tensor, the shorter ones padded with `PAD` (bucketed batches need none)."
     T = max(len(c) for c in caps)
     out = torch.full((len(caps), T), PAD, dtype=torch.long)
     for k, c in enumerate(caps): out[k, :len(c)] = c
-    return torch.stack(xs).float(), out
+    return out
+
+def collate_pairs(items):
+    "Stack (input, caption) items into (inputs, `pad_captions` of the captions)."
+    xs, caps = zip(*items)
+    return torch.stack(xs).float(), pad_captions(caps)
 
 class BucketDL(FastaiDataLoader):
     "A fastai `DataLoader` of length-bucketed batches of a `CaptionPairs` (one caption length per batch)."
