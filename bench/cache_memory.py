@@ -78,7 +78,7 @@ def child_write(work: Path, n: int, dim: int):
 
 def child_read(work: Path, mmap: bool, train: bool = False):
     "One training epoch over the cache (with a training step per batch if `train`); peak RSS before and after."
-    from show_attend_tell.features import FeatureCache
+    from show_attend_tell.cache import FeatureCache
     from show_attend_tell.captions import read_karpathy
     from show_attend_tell.vocab import build_vocab
     from show_attend_tell.loaders import get_dls

@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, load_avg, machine_info, md_table, time_interleaved, write_result
 from pycocoevalcap.cider.cider import Cider
-from show_attend_tell.scst import CiderD
+from show_attend_tell.metrics import CiderD
 
 
 def corpus(n_images=2000, n_refs=5, vocab=3000, seed=0):

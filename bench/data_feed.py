@@ -42,7 +42,8 @@ def write_prepared(folder: Path, n: int, dim: int, per_image=PER_IMAGE, shard=SH
     "A prepared folder (dataset.json, vocab.json, features/) of n images × 196 × dim float16, written straight; returns seconds."
     from show_attend_tell.captions import read_karpathy
     from show_attend_tell.core import write_json
-    from show_attend_tell.features import cache_signature, _shard_name
+    from show_attend_tell.features import cache_signature
+    from show_attend_tell.cache import CacheWriter
     from show_attend_tell.vocab import build_vocab
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -61,17 +62,13 @@ def write_prepared(folder: Path, n: int, dim: int, per_image=PER_IMAGE, shard=SH
     data = read_karpathy(folder/'dataset.json', check=False)
     vocab = build_vocab(data, 10000); vocab.save(folder/'vocab.json')
     block = rng.standard_normal((shard, 196, dim), dtype=np.float32).astype(np.float16)
-    n_shards = math.ceil(n/shard)
-    for k in range(n_shards):
-        rows = min(shard, n - k*shard)
+    cw = CacheWriter(feats, cache_signature(data, SyntheticEncoder.make(dim), shard_size=shard))
+    for k in cw.todo:
+        rows = cw.rows(k)
         ids = np.arange(k*shard, k*shard + rows)
         block[:rows, 0, 0], block[:rows, 0, 1] = ids % 2048, ids // 2048        # every row tells which it is
-        with open(feats/_shard_name(k), 'wb') as f:
-            np.lib.format.write_array_header_1_0(f, {'descr': '<f2', 'fortran_order': False, 'shape': (rows, 196, dim)})
-            f.write(block[:rows].data)
-            f.flush(); os.fsync(f.fileno())                                     # clean pages: they can be dropped (cold)
-    sig = cache_signature(data, SyntheticEncoder.make(dim), vocab=vocab, shard_size=shard)
-    write_json(feats/'manifest.json', {**sig, 'num_shards': n_shards, 'complete': True, 'bad_images': []})
+        w = cw.open_shard(k); w.write(block[:rows]); cw.commit(k, w)           # fsync'd: clean pages can be dropped (cold)
+    cw.finish()
     return time.perf_counter() - t0
 
 
@@ -132,7 +129,8 @@ def step_rates(dims, device, amp_dtype, reps=2, length=12, presets=None) -> dict
 def bench_dim(dim, images, workers, batches, device, work: Path, log) -> dict:
     "Write the cache of one D, then every feed of it; returns its rows."
     from show_attend_tell.config import preset
-    from show_attend_tell.features import FeatureCache, load_prepared
+    from show_attend_tell.features import load_prepared
+    from show_attend_tell.cache import FeatureCache
     from show_attend_tell.loaders import get_dls
     from show_attend_tell.captions import DataError
     need = images*196*dim*2

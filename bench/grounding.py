@@ -49,7 +49,8 @@ def write_instances(path, n, seed=0):
 
 def child(path, n, words, named, upsample):
     import numpy as np
-    from show_attend_tell.grounding import CocoInstances, coco_grounding
+    from show_attend_tell.annotations import CocoInstances
+    from show_attend_tell.grounding import coco_grounding
     t = time.time()
     ci = CocoInstances(path)
     load_s, base = time.time() - t, peak_mb()

@@ -10,32 +10,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 from fastcore.basics import patch
-from .core import read_json, write_json, to_rgb
+from .core import SATError, read_json, write_json, to_rgb
 
 # %% auto #0
 __all__ = ['SPLITS', 'DataError', 'DataWarning', 'load_image', 'tokenize', 'CaptionRecord', 'CaptionData', 'check_images',
            'read_karpathy', 'read_coco', 'read_captions', 'merge_data', 'show_examples']
 
 # %% ../nbs/02_captions.ipynb #f9e7397c
-class DataError(ValueError):
-    "Bad input data (a caption file, an image, an image folder, a feature cache): the message names it and the fix."
+class DataError(SATError):
+    "Bad input data (a caption file, an image, an image folder): the message names it and the fix."
 
 class DataWarning(UserWarning):
     "Something in the input was skipped (empty captions); the message says how many."
 
 # %% ../nbs/02_captions.ipynb #459e746f
-def load_image(path # an image file: JPEG, PNG or anything else PIL reads
+def load_image(item, # an image file (JPEG, PNG or anything else PIL reads), or a PIL image
+               max_pixels:int|None=None, # refuse images with more pixels than this, before decoding them
+               max_side:int|None=None, # shrink the image so that its longer side is at most this
               )->Image.Image:
-    "Read `path` as an upright RGB image: EXIF orientation applied, alpha on white, grayscale/CMYK/16-bit converted."
-    path = Path(path)
-    if not path.is_file(): raise DataError(f"image file {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb(ImageOps.exif_transpose(im))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        msg = str(e).replace(str(path), '').strip(" '\"") or type(e).__name__
-        raise DataError(f"cannot read image {path} ({msg}); replace the file, or skip unreadable images (--skip_bad)") from None
+    "`item` as an upright RGB image: EXIF orientation applied, alpha on white, grayscale/CMYK/16-bit converted; `DataError` names a bad file."
+    if isinstance(item, Image.Image): im = to_rgb(ImageOps.exif_transpose(item))
+    else:
+        path = Path(item)
+        if not path.is_file(): raise DataError(f"image file {path} does not exist")
+        try:
+            with Image.open(path) as f:
+                w, h = f.size
+                if max_pixels is not None and w*h > max_pixels:
+                    raise DataError(f"image {path.name} is {w} × {h} pixels ({w*h/1e6:.0f} megapixels), more than the "
+                                    f"{max_pixels/1e6:.0f} allowed: shrink it first")
+                if max_side is not None and f.format == 'JPEG': f.draft('RGB', (max_side, max_side))   # decode at reduced size
+                f.load()
+                im = to_rgb(ImageOps.exif_transpose(f))
+        except DataError: raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            msg = str(e).replace(str(path), '').strip(" '\"") or type(e).__name__
+            raise DataError(f"cannot read image {path} ({msg}): it is not an image file, or it is cut short or damaged; "
+                            "replace the file, or skip unreadable images (--skip_bad)") from None
+    if max_side is not None and max(im.size) > max_side: im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return im
 
 # %% ../nbs/02_captions.ipynb #0febd743
 _PUNCT = str.maketrans('', '', string.punctuation)

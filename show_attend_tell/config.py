@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING
 from pathlib import Path
 import yaml
 from fastcore.basics import patch
-from .core import atomic_write
+from .core import SATError, atomic_write
 if TYPE_CHECKING: import torch                      # for the annotations only; see the Device section
 
 # %% auto #0
-__all__ = ['PRESETS', 'ConfigError', 'Config', 'preset', 'get_device', 'amp_dtype']
+__all__ = ['PRESETS', 'ConfigError', 'Config', 'preset', 'read_config_file', 'default_preset', 'resolve_config', 'get_device',
+           'amp_dtype']
 
 # %% ../nbs/01_config.ipynb #ea12dbe9
-class ConfigError(ValueError):
+class ConfigError(SATError):
     "A config file or dict that cannot become a `Config`: the message names the key and the fix."
 
 # %% ../nbs/01_config.ipynb #101e15bc
@@ -114,16 +115,18 @@ def _unknown_key_msg(key, known, where):
     return f"unknown config key {key!r} in {where}{hint}"
 
 # %% ../nbs/01_config.ipynb #d09c397b
-def preset(name:str, # one of `PRESETS`: coco, flickr30k, flickr8k (the paper's), *_modern (ours), tiny
-           **overrides # fields to change after the preset is applied
-          )->Config:
-    "The `Config` of preset `name`, with `overrides` applied."
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+def _from_preset(name:str, overrides:dict)->Config:
+    if name not in PRESETS: raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     known = [f.name for f in fields(Config)]
     for k in overrides:
         if k not in known: raise ConfigError(_unknown_key_msg(k, known, 'overrides'))
     return Config(**{'name': name, **PRESETS[name], **overrides})
+
+def preset(name:str, # one of `PRESETS`: coco, flickr30k, flickr8k (the paper's), *_modern (ours), tiny
+           **overrides # fields to change after the preset is applied
+          )->Config:
+    "The `Config` of preset `name`, with `overrides` applied."
+    return _from_preset(name, overrides)
 
 # %% ../nbs/01_config.ipynb #d118898e
 @patch
@@ -159,15 +162,42 @@ def save(self:Config, path)->Path:
     return atomic_write(path, text)
 
 # %% ../nbs/01_config.ipynb #7e5fc8a1
-@patch(cls_method=True)
-def load(cls:Config, path)->Config:
-    "Read a config from a `.json`, `.yaml` or `.yml` file."
+def read_config_file(path)->dict:
+    "The mapping of config fields in a `.json`, `.yaml` or `.yml` file; `ConfigError` names a missing or malformed file."
     path = Path(path)
-    if not path.exists(): raise ConfigError(f"config file {path} does not exist")
+    if not path.is_file(): raise ConfigError(f"config file {path} does not exist")
     try: d = yaml.safe_load(path.read_text()) if _is_yaml(path) else json.loads(path.read_text())
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"config file {path} is not valid {'YAML' if _is_yaml(path) else 'JSON'}: {str(e).splitlines()[0]}") from None
-    return cls.from_dict(d, str(path))
+    if not isinstance(d, dict): raise ConfigError(f"config file {path}: expected a mapping of config fields, got {type(d).__name__}")
+    return d
+
+@patch(cls_method=True)
+def load(cls:Config, path)->Config:
+    "Read a config from a `.json`, `.yaml` or `.yml` file."
+    return cls.from_dict(read_config_file(path), str(path))
+
+# %% ../nbs/01_config.ipynb #4951cdef
+def default_preset(dataset:str|None # a dataset's name (`CaptionData.name`): shapes, flickr8k, flickr30k, coco, or another
+                  )->str:
+    "The preset a dataset trains with when none is named: tiny for Shapes, the paper's for its three datasets, else coco_modern."
+    if dataset == 'shapes': return 'tiny'
+    return dataset if dataset in ('flickr8k', 'flickr30k', 'coco') else 'coco_modern'
+
+# %% ../nbs/01_config.ipynb #9114a7f3
+def resolve_config(preset:str|None=None, # a preset name, or a YAML/JSON config file (default: the dataset's preset)
+                   config=None, # a YAML/JSON file of config fields applied over the preset
+                   dataset:str|None=None, # the dataset's name, to choose the default preset
+                   **overrides # fields that are not None override the rest
+                  )->Config:
+    "The `Config` of a run from a preset, a config file and command-line overrides."
+    if preset is not None and Path(str(preset)).suffix in ('.json', '.yaml', '.yml'):
+        if config is not None: raise ConfigError(f"--preset {preset} is a config file and --config {config} another: give one")
+        preset, config = None, preset
+    d = read_config_file(config) if config is not None else {}
+    name = preset or d.pop('name', None) or default_preset(dataset)
+    d.pop('name', None)
+    return _from_preset(name, {**d, **{k: v for k, v in overrides.items() if v is not None}})
 
 # %% ../nbs/01_config.ipynb #84728077
 def get_device(device:'str|torch.device|None'='auto' # 'auto', 'cpu', 'cuda', 'cuda:1', …

@@ -10,13 +10,17 @@ import numpy as np
 from PIL import Image
 
 # %% auto #0
-__all__ = ['fail', 'atomic_write', 'read_json', 'write_json', 'to_rgb']
+__all__ = ['fail', 'SATError', 'atomic_write', 'read_json', 'write_json', 'to_rgb']
 
 # %% ../nbs/00_core.ipynb #5080886f
 def fail(msg:str, code:int=2):
     "End a console script with a one-line error on stderr."
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(code)
+
+# %% ../nbs/00_core.ipynb #37ee4e81
+class SATError(ValueError):
+    "The base of every error of show_attend_tell that a user can fix: the message names the file or field and the fix."
 
 # %% ../nbs/00_core.ipynb #1efeb7db
 def atomic_write(path, # the destination
@@ -39,7 +43,7 @@ def atomic_write(path, # the destination
     return path
 
 # %% ../nbs/00_core.ipynb #8caff1e8
-def read_json(path, what:str='JSON file', error:type=ValueError):
+def read_json(path, what:str='JSON file', error:type=SATError):
     "The JSON in `path`; `error` names the file when it is missing or not JSON."
     path = Path(path)
     if not path.is_file(): raise error(f"{what} {path} does not exist")

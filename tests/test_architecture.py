@@ -100,3 +100,58 @@ def test_light_modules_stay_light(module, heavy):
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == 'False', f"importing {PKG}.{module} imports {heavy}"
+
+
+# --- Notebook rhythm: each exported definition in its own cell, followed at once by a check (fastcore's habit) ---
+CHECK = re.compile(r'\b(test_eq|test_ne|test_close|test_fail|test_is|test_stdout|test_warns)\(|^\s*assert\b', re.M)
+SKIPPED = re.compile(r'^#\|\s*(export|exports|eval:\s*false|slow|gpu)\b', re.M)
+
+
+def _code(cell)->str:
+    s = cell['source']
+    return ''.join(s) if isinstance(s, list) else s
+
+
+def public_definitions(source:str)->list:
+    "Names of the public functions and classes a cell defines at its top level (`@patch`ed methods included)."
+    try: tree = ast.parse(re.sub(r'^\s*[#%!].*$', '', source, flags=re.M))
+    except SyntaxError: return []
+    return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not n.name.startswith('_')]
+
+
+def notebook_rhythm(path:Path)->dict:
+    "Per notebook: exported public definitions, those checked (a test or assert in one of the next two cells), and export cells with several."
+    cells = json.loads(path.read_text())['cells']
+    out = dict(defined=[], checked=[], crowded=[])
+    for i, c in enumerate(cells):
+        src = _code(c)
+        if c['cell_type'] != 'code' or not re.search(r'^#\|\s*exports?\b', src, re.M): continue
+        names = public_definitions(src)
+        if len(names) > 1: out['crowded'].append(names)
+        after = [_code(n) for n in cells[i + 1:i + 3] if n['cell_type'] == 'code']
+        ok = any(CHECK.search(s) and not SKIPPED.search(s) for s in after)
+        out['defined'] += names
+        if ok: out['checked'] += names
+    return out
+
+
+def test_rhythm_checker_counts_what_it_should(tmp_path):
+    nb = {'cells': [{'cell_type': 'code', 'source': '#| export\ndef f(): pass\ndef _g(): pass'},
+                    {'cell_type': 'markdown', 'source': 'f is the identity of nothing'},
+                    {'cell_type': 'code', 'source': 'test_eq(f(), None)'},
+                    {'cell_type': 'code', 'source': '#| export\nclass A: pass\ndef h(): pass'},
+                    {'cell_type': 'code', 'source': '#| slow\nassert h() is None'}]}
+    (tmp_path/'x.ipynb').write_text(json.dumps(nb))
+    r = notebook_rhythm(tmp_path/'x.ipynb')
+    assert (r['defined'], r['checked'], r['crowded']) == (['f', 'A', 'h'], ['f'], [['A', 'h']])
+
+
+def test_every_definition_has_its_cell_and_most_a_check_right_after():
+    "One public definition per export cell, and at least 65% of them checked within the next two cells (fastcore's 01_basics: 68%)."
+    rows = {p.name: notebook_rhythm(p) for p in sorted((ROOT/'nbs').glob('[0-9][0-9]_*.ipynb'))}
+    crowded = [f"{nb}: {', '.join(names)}" for nb, r in rows.items() for names in r['crowded']]
+    assert not crowded, "export cells with more than one public definition:\n" + '\n'.join(crowded)
+    n, k = sum(len(r['defined']) for r in rows.values()), sum(len(r['checked']) for r in rows.values())
+    table = '\n'.join(f"{nb}: {len(r['checked'])}/{len(r['defined'])}; unchecked: {', '.join(sorted(set(r['defined']) - set(r['checked'])))}"
+                      for nb, r in rows.items())
+    assert k >= 0.65 * n, f"{k}/{n} = {k/n:.0%} of exported definitions are checked within two cells:\n{table}"

@@ -2,7 +2,8 @@
 import pytest, torch
 from PIL import Image
 from skimage import data as skdata
-from show_attend_tell.encoder import get_encoder, efficientnet_lite0_imagenet, lite0_weights, EncoderError, ENCODERS, LITE0_MEAN, LITE0_STD
+from show_attend_tell.efficientnet import WeightsError, efficientnet_lite0_imagenet, lite0_weights, LITE0_MEAN, LITE0_STD
+from show_attend_tell.encoder import get_encoder, EncoderError, ENCODERS
 from torchvision import transforms
 
 
@@ -67,8 +68,8 @@ def test_bad_names_and_unreachable_weights_get_one_line_errors(monkeypatch):
 def test_lite0_weights_check_every_tensor():
     import timm
     wrong = timm.create_model('tf_efficientnet_lite0', pretrained=False, num_classes=10)   # one tensor of another shape
-    with pytest.raises(EncoderError, match=r"_fc.weight \(1000, 1280\) does not fit classifier.weight \(10, 1280\)"): lite0_weights(wrong)
-    with pytest.raises(EncoderError, match="296 tensors, the timm model has 386"):
+    with pytest.raises(WeightsError, match=r"_fc.weight \(1000, 1280\) does not fit classifier.weight \(10, 1280\)"): lite0_weights(wrong)
+    with pytest.raises(WeightsError, match="296 tensors, the timm model has 386"):
         lite0_weights(timm.create_model('tf_efficientnet_lite1', pretrained=False))
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from show_attend_tell import metrics as ev
-from show_attend_tell.evaluation import compare_with_paper, evaluate_split, paper_row, write_report
+from show_attend_tell.evaluation import evaluate_split
+from show_attend_tell.report import ReportError, compare_with_paper, paper_row, write_report
 from show_attend_tell.captions import read_karpathy
 
 FIXTURES = Path(__file__).parent/"fixtures"
@@ -22,9 +23,9 @@ def test_compare_with_paper():
     assert '| BLEU-4 | 20.00 | 21.30 | -1.30 |' in md
     assert '| CIDEr | 50.00 | – | – |' in md
     md = compare_with_paper(s, 'shapes', 'soft')
-    assert 'paper' not in md.splitlines()[0] and 'no row for shapes' in md and '| BLEU-4 | 20.00 |' in md
+    assert 'paper' not in md.splitlines()[0] and 'no row for Shapes' in md and '| BLEU-4 | 20.00 |' in md
     assert paper_row('coco', 'hard')['METEOR'] == 23.04
-    with pytest.raises(ev.EvaluationError):
+    with pytest.raises(ReportError):
         paper_row('coco', 'medium')
 
 
@@ -45,5 +46,5 @@ def test_evaluate_split_with_attention_and_report(tmp_path, flickr):
     assert doc['paper_table1'] is None and doc['meta'] == {'split': 'test', 'n_images': 3, 'beam_size': 3}
     assert doc['attention_correctness']['n_words'] == 3 and len(doc['captions']) == 3
     md = paths['md'].read_text()
-    assert 'no row for shapes' in md and 'Attention correctness' in md and '25.0%' in md
+    assert 'no row for Shapes' in md and 'Attention correctness' in md and '25.0%' in md
     assert sorted(p.name for p in (tmp_path/'out').iterdir()) == ['evaluation.json', 'evaluation.md']

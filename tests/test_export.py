@@ -235,7 +235,7 @@ def test_card_has_the_evaluation_table_when_a_report_is_there(run, tmp_path):
     assert f"| BLEU-4 | {100*sc['BLEU-4']:.2f} |" in body and f"| ROUGE-L | {100*sc['ROUGE-L']:.2f} |" in body
     assert 'from `evaluation.json`' in body and f"n_images {res['n_images']}" in body
     c = res['attention_correctness']
-    if c and c.get('n_words'): assert f"{100*c['mass']:.1f}%" in body and 'pointing accuracy' in body
+    if c and c.get('n_words'): assert f"{100*c['mass']:.1f}%" in body and '**Attention correctness**' in body
     else: assert 'Attention correctness: not measured' in body
     mi = meta['model-index'][0]['results'][0]
     assert mi['dataset']['split'] == 'test' and {m['name']: m['value'] for m in mi['metrics']}['BLEU-4'] == round(100*sc['BLEU-4'], 2)
@@ -250,9 +250,9 @@ def test_card_has_the_evaluation_table_when_a_report_is_there(run, tmp_path):
     doc['attention_correctness'] = {'mass': 0.4321, 'pointing': 0.5, 'uniform_mass': 0.0625, 'n_words': 12, 'n_images': 6}
     (tmp_path/'r.json').write_text(json.dumps(doc))
     body = (export_model(run['ckpt'], tmp_path/'m3', report=tmp_path/'r.json')/'README.md').read_text()
-    assert '| α mass inside the named object\'s box | 43.2% |' in body and '| the same for uniform attention | 6.2% |' in body
+    assert '| Shapes boxes | 12 | 43.2% | 6.2% | 50.0% | – | 6 (0) |' in body
     doc['grounding'] = {'coco': {'n_words': 30, 'mass': 0.25, 'uniform': 0.05, 'pointing': 0.4, 'n_images': 9}}
-    (tmp_path/'r2.json').write_text(json.dumps(doc))                    # the per-source table of issue 16's reports
+    (tmp_path/'r2.json').write_text(json.dumps(doc))                    # a report with a grounding table per source of annotations
     body = (export_model(run['ckpt'], tmp_path/'m5', report=tmp_path/'r2.json')/'README.md').read_text()
     assert '| COCO instances | 30 | 25.0% | 5.0% | 40.0% |' in body
     (tmp_path/'bad.json').write_text('{"meta": {}}')

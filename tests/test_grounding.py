@@ -1,4 +1,4 @@
-"Grounding (nbs/13_grounding.ipynb) from the outside: the fixtures against pycocotools, the Shapes/COCO equivalence, Entities teacher-forced."
+"Grounding (nbs/18_grounding.ipynb) from the outside: the fixtures against pycocotools, the Shapes/COCO equivalence, Entities teacher-forced."
 import json
 from pathlib import Path
 import numpy as np
@@ -6,6 +6,8 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 from show_attend_tell import grounding as gr
+from show_attend_tell import annotations as an
+from show_attend_tell.alphamaps import box_mask
 from show_attend_tell.captions import read_karpathy
 from show_attend_tell.shapes import make_shapes
 from show_attend_tell.attention import AttentionError
@@ -17,7 +19,7 @@ G = 14
 
 
 def test_fixture_masks_are_pycocotools_own():
-    coco = COCO(str(INST)); ci = gr.CocoInstances(INST)
+    coco = COCO(str(INST)); ci = an.CocoInstances(INST)
     cat = coco.getCatIds(catNms=['cat'])
     assert cat == [17]
     ann = coco.loadAnns(coco.getAnnIds(imgIds=[25], catIds=cat))
@@ -26,7 +28,7 @@ def test_fixture_masks_are_pycocotools_own():
     assert np.array_equal(reg['mask'] > 0.5, coco.annToMask(ann[0]) > 0)
     assert 0.6 < reg['mask'].mean() < 0.95                      # the cat fills most of chelsea
     assert len(coco.getAnnIds(imgIds=[42], iscrowd=None)) == 3 and len(coco.getAnnIds(imgIds=[42], iscrowd=False)) == 2
-    size, insts = gr.CocoInstances(INST, crowd=False).instances(42)
+    size, insts = an.CocoInstances(INST, crowd=False).instances(42)
     assert size == (400, 600) and sorted(i['category'] for i in insts) == ['cup', 'spoon']
     assert coco.getAnnIds(imgIds=['42']) == []                   # the pycocotools quirk: string ids match nothing
     assert ci.image_id('42') == 42
@@ -34,7 +36,7 @@ def test_fixture_masks_are_pycocotools_own():
 
 @pytest.mark.parametrize('upsample', ['cell', 'bilinear', 'smooth'])
 def test_inside_uniform_other(upsample):
-    ci = gr.CocoInstances(INST)
+    ci = an.CocoInstances(INST)
     M = ci.region(42, 'cup')['mask']
     cell = np.zeros(G*G); cell[4*G + 7] = 1                     # (y=4, x=7): the middle of the cup
     spoonish = np.zeros(G*G); spoonish[13*G + 0] = 1             # bottom-left corner: table, not cup
@@ -45,24 +47,24 @@ def test_inside_uniform_other(upsample):
 
 
 def test_synonyms_plurals_and_table_errors(tmp_path):
-    ci = gr.CocoInstances(INST)
+    ci = an.CocoInstances(INST)
     assert ci.categories(['two', 'men', 'and', 'kittens', 'by', 'the', 'table', 'bikes', 'planes']) == \
         [None, 'person', None, 'cat', None, None, 'dining table', 'bicycle', 'airplane']
-    with pytest.raises(gr.GroundingError, match='names no category'): gr.CocoInstances(INST, synonyms={'rocket': 'rocket'})
+    with pytest.raises(an.AnnotationError, match='names no category'): an.CocoInstances(INST, synonyms={'rocket': 'rocket'})
     bad = tmp_path/'x.json'; bad.write_text('{"images": []}')
-    with pytest.raises(gr.GroundingError, match=r'x.json has no annotations, categories'): gr.CocoInstances(bad)
+    with pytest.raises(an.AnnotationError, match=r'x.json has no annotations, categories'): an.CocoInstances(bad)
     bad.write_text('not json')
-    with pytest.raises(gr.GroundingError, match='is not JSON'): gr.CocoInstances(bad)
+    with pytest.raises(an.AnnotationError, match='is not JSON'): an.CocoInstances(bad)
 
 
 def test_union_of_instances_and_hallucination():
     insts = [{'category': 'dog', 'box': [0, 0, 0.25, 0.25]}, {'category': 'dog', 'box': [0.75, 0.75, 1, 1]}]
     a = np.zeros((3, G*G)); a[0, 0] = 1; a[1, G*G - 1] = 1; a[2] = 1/(G*G)
-    r = gr.ground_caption(['dogs', 'dog', 'cat'], a, insts, gr.category_table())
+    r = gr.ground_caption(['dogs', 'dog', 'cat'], a, insts, an.category_table())
     assert [round(p['mass'], 9) for p in r['per_word']] == [1, 1] and r['per_word'][0]['area'] == pytest.approx(0.125)
     assert [h['word'] for h in r['hallucinated']] == ['cat']
-    m = {'category': 'dog', 'mask': lambda: gr.box_mask([[0, 0, 0.25, 0.25]], (100, 100))}
-    m2 = {'category': 'dog', 'mask': gr.box_mask([[0.75, 0.75, 1, 1]], (100, 100))}
+    m = {'category': 'dog', 'mask': lambda: box_mask([[0, 0, 0.25, 0.25]], (100, 100))}
+    m2 = {'category': 'dog', 'mask': box_mask([[0.75, 0.75, 1, 1]], (100, 100))}
     r2 = gr.ground_caption(['dog', 'dog'], a[:2], [m, m2], {'dog': 'dog'})
     assert [round(p['mass'], 6) for p in r2['per_word']] == [1, 1]
 
@@ -93,8 +95,8 @@ def shapes_vs_coco(tmp_path, n=60, seed=0):
         A = rng.dirichlet(np.full(G*G, 0.05), len(words))        # peaky made-up attention
         items.append((i + 1, words, A, r.objects))
     shapes = gr.dataset_attention_correctness([(w, a, o) for _, w, a, o in items])
-    boxes = gr.coco_grounding([(i, w, a) for i, w, a, _ in items], gr.CocoInstances(tmp_path/'inst.json', syn, use='boxes'))
-    masks = gr.coco_grounding([(i, w, a) for i, w, a, _ in items], gr.CocoInstances(tmp_path/'inst.json', syn, use='masks'))
+    boxes = gr.coco_grounding([(i, w, a) for i, w, a, _ in items], an.CocoInstances(tmp_path/'inst.json', syn, use='boxes'))
+    masks = gr.coco_grounding([(i, w, a) for i, w, a, _ in items], an.CocoInstances(tmp_path/'inst.json', syn, use='masks'))
     return shapes, boxes, masks
 
 
@@ -143,7 +145,7 @@ def test_evaluate_split_with_instances_report_and_figure(tmp_path):
     doc = json.loads(p['json'].read_text())
     assert 'per_word' not in doc['grounding']['coco'] and doc['grounding']['coco']['per_category']['cat']['n_words'] == 1
     assert '| COCO instances | 5 |' in p['md'].read_text()
-    f = save_grounding_figure(res, data, tmp_path/'out'/'g.png', gr.CocoInstances(INST))
+    f = save_grounding_figure(res, data, tmp_path/'out'/'g.png', an.CocoInstances(INST))
     assert f.stat().st_size > 10_000
 
 

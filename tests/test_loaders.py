@@ -81,7 +81,7 @@ def test_eval_iteration(flickr, tmp_path):
 def test_held_cache_gives_the_same_batches(flickr, tmp_path):
     "A cache held in memory: every batch (features and captions) of two training epochs and of validation equals the one read from the shards."
     import pickle
-    from show_attend_tell.features import FeatureCache
+    from show_attend_tell.cache import FeatureCache
     from show_attend_tell.loaders import CaptionPairs, collate_pairs
     data = read_karpathy(*flickr)
     vocab = build_vocab(data, 200)
@@ -111,16 +111,16 @@ def test_held_cache_gives_the_same_batches(flickr, tmp_path):
 
 
 def test_hold_refuses_a_cache_that_does_not_fit(flickr, tmp_path, monkeypatch):
-    from show_attend_tell import features
-    from show_attend_tell.captions import DataError
+    from show_attend_tell import cache as cache_mod
+    from show_attend_tell.cache import CacheError
     data = read_karpathy(*flickr)
     cache = prepare_features(data, TinyEncoder(), tmp_path/'cache', shard_size=3, progress=False)
     assert cache.nbytes == len(data)*16*8*2
-    free = features.free_memory('cpu')
+    free = cache_mod.free_memory('cpu')
     assert free is None or free > 2**20                                   # this machine's available RAM
-    with pytest.raises(DataError, match=r'is \d\.\d KB in float16 and does not fit in cpu memory \(1\.0 KB free.*without --features_in_memory'):
+    with pytest.raises(CacheError, match=r'is \d\.\d KB in float16 and does not fit in cpu memory \(1\.0 KB free.*without --features_in_memory'):
         cache.hold('cpu', free=1000)
-    monkeypatch.setattr(features, 'free_memory', lambda dev: cache.nbytes)  # fits, but not within 90% of it
-    with pytest.raises(DataError, match='does not fit'): cache.hold('cpu')
+    monkeypatch.setattr(cache_mod, 'free_memory', lambda dev: cache.nbytes)  # fits, but not within 90% of it
+    with pytest.raises(CacheError, match='does not fit'): cache.hold('cpu')
     assert cache.table is None
     assert cache.hold('cpu', free=10*cache.nbytes).table.shape == (len(data), 16, 8)

@@ -102,12 +102,12 @@ def test_java_missing_is_one_clear_line(monkeypatch, refs):
 
 
 def test_bad_inputs(refs):
-    with pytest.raises(ev.EvaluationError, match='no prediction'):
+    with pytest.raises(ev.MetricsError, match='no prediction'):
         ev.score_captions({}, refs)
     some = dict(list(refs.items())[:2])
-    with pytest.raises(ev.EvaluationError, match='have no prediction'):
+    with pytest.raises(ev.MetricsError, match='have no prediction'):
         ev.score_captions({k: 'a' for k in list(some)[:1]}, some)
-    with pytest.raises(ev.EvaluationError, match="unknown tokenizer 'nltk'"):
+    with pytest.raises(ev.MetricsError, match="unknown tokenizer 'nltk'"):
         ev.score_captions({k: 'a' for k in some}, some, ('bleu',), tokenizer='nltk')
 
 

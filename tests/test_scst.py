@@ -12,6 +12,7 @@ from show_attend_tell import training as T
 from show_attend_tell.config import preset
 from show_attend_tell.decoder import ShowAttendTell
 from show_attend_tell.features import prepare
+from show_attend_tell.metrics import MetricsError
 from show_attend_tell.vocab import START, END, PAD
 
 torch.set_num_threads(1)
@@ -61,7 +62,7 @@ def test_cider_d_df_from_another_corpus_differs():
     np.testing.assert_allclose(same, Cider().compute_score(small, {k: res[k] for k in keys[:5]})[1], atol=1e-6)
     other = S.CiderD(gts).score(keys[:5], [res[k][0] for k in keys[:5]])
     assert np.abs(other - same).max() > 1e-3
-    with pytest.raises(KeyError, match='no references'): S.CiderD(small).score([keys[-1]], ['a dog'])
+    with pytest.raises(MetricsError, match='no references'): S.CiderD(small).score([keys[-1]], ['a dog'])
 
 
 # ---------------------------------------------------------------------------------------------------------

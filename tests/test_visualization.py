@@ -1,4 +1,4 @@
-"""Attention figures, the attention statistics and the widget explorer (nbs/14_visualization.ipynb)."""
+"""Attention figures, the attention statistics and the widget explorer (nbs/19_visualization.ipynb)."""
 import os
 os.environ.setdefault('MPLBACKEND', 'Agg')
 from datetime import datetime
@@ -92,7 +92,7 @@ def test_statistics_plots():
     N, T, L = 4, 6, G*G
     A = np.full((N, T, L), 1/L); A[0, :3] = one_hot(5)
     lengths = [3, 6, 6, 2]
-    H = vz.attention_entropy(A, lengths)
+    H = vz.step_entropy(A, lengths)
     assert np.allclose(H[0, :3], 0) and np.allclose(H[1], np.log(L)) and np.isnan(H[3, 2:]).all()
     cov = vz.alpha_coverage(A, lengths)
     assert np.allclose(cov.sum(1), lengths) and cov[0, 5] == pytest.approx(3.0)

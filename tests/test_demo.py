@@ -2,9 +2,9 @@
 import json, subprocess, sys
 from pathlib import Path
 import pytest
-from show_attend_tell.cli import run_demo
+from show_attend_tell.demo import run_demo
 from show_attend_tell.evaluation import evaluate_checkpoint
-from show_attend_tell.metrics import EvaluationError
+from show_attend_tell.evaluation import EvaluationError
 
 
 SMALL = dict(n_train=60, n_val=8, n_test=6, epochs=4, n_figures=2, progress=False)
