@@ -32,7 +32,7 @@ $(KATEX): package.json package-lock.json
 katex: $(KATEX)
 
 demo: install
-	$(BIN)/sat_demo
+	$(BIN)/sat_reproduce shapes --out demo_out
 
 # JupyterLab with this venv as the kernel (its python3 kernel is .venv's ipykernel): run the notebooks step by step.
 lab: install
@@ -64,15 +64,19 @@ docs-check: install
 	@git diff --quiet -- README.md index_files 2>/dev/null || { echo "error: README.md differs from what nbs/index.ipynb renders to; commit the regenerated README.md and index_files/"; exit 1; }
 	$(BIN)/python -m pytest -q tests/docs
 
+# The CPU suite of bench/ (bench/README.md), about 8 minutes on 2 cores: the summary in bench/results/latest.md and latest.json,
+# each topic's results in bench/results/cpu/.
 bench: install
 	$(BIN)/python bench/run.py
 
-# The GPU checks (issue 19) on a machine with CUDA: install, the #| gpu notebook cells, pytest -m gpu, bench/run.py --device cuda.
-# Results under $OUT, or bench/results/gpu/; without a CUDA device it fails at once with "error: no CUDA device ...".
+# The GPU checks on a machine with CUDA (tools/gpu_check.sh): install, the #| gpu notebook cells, pytest -m gpu, and the GPU
+# suite of bench/ (bench/run.py --device cuda). Results in bench/results/ (the summary; bench/results/gpu/ for the rest), or
+# under $OUT; without a CUDA device it fails at once with "error: no CUDA device ...".
 gpu-check:
 	@bash tools/gpu_check.sh
 
-# The wheels gpu-check needs on a GPU machine without network (its python3 has torch but not fastai, nbdev, ...), into .whl/.
+# On a machine with network: the wheels gpu-check needs on a GPU machine without network (whose python3 has torch but not
+# fastai, nbdev, ...), into .whl/; copy the tree with .whl/ there (tools/gpu_check.sh's header gives the steps).
 gpu-wheels:
 	@bash tools/gpu_wheels.sh
 

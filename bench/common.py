@@ -1,23 +1,32 @@
-"""Helpers shared by the benchmark scripts: what machine ran them, timing that survives a busy shared machine,
-training steps and batches of the real model, markdown tables, and writing JSON + markdown atomically."""
-import json, os, platform, statistics, time
+"""Helpers shared by the benchmark topics (bench/cpu/, bench/gpu/) and bench/run.py: what machine ran them, timing that
+survives a busy shared machine, training steps and batches of the real model, markdown tables, and writing each topic's
+JSON + markdown."""
+import functools, json, os, platform, statistics, time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from show_attend_tell.config import preset
+from show_attend_tell.core import atomic_write
 
-RESULTS = Path(__file__).parent / 'results'
+RESULTS = Path(__file__).parent / 'results'           # latest.json and latest.md: the summary of every suite
+CPU_RESULTS, GPU_RESULTS = RESULTS / 'cpu', RESULTS / 'gpu'   # each topic's <name>.json and .md
 
-# D of each encoder's annotation vectors (bench/encoders.py checks this against the real encoders).
-# The speed benchmarks measure the library's own configuration (EfficientNet-Lite0 features, one-layer f_att and initial
-# state) under the dataset names of their earlier results; the presets of those names are now the original code's (config).
-# 'coco_arctic' is the preset `coco` itself: the original code's configuration (VGG-19 conv5_4, D = 512, two-layer f_att
-# and initial state).
-OURS = {'coco': 'coco_modern', 'flickr30k': 'flickr30k_modern', 'flickr8k': 'flickr8k_modern', 'coco_arctic': 'coco'}
-def bench_cfg(name, **kw): return preset(OURS.get(name, name), **kw)
 
-FEAT_DIM = {'efficientnet_lite0': 1280, 'efficientnet_lite0_local': 112, 'vgg19': 512, 'resnet101': 2048}
+@functools.cache
+def feat_dim(encoder: str) -> int:
+    "D of the annotation vectors of the library's encoder `encoder` (built once with random weights, to read its size)."
+    from show_attend_tell.encoder import get_encoder
+    return get_encoder(encoder, pretrained=False).feat_dim
+
+
+def preset_batch(name, length, device='cpu', batch=None, seed=0):
+    """(config, D, B, features, captions) of a training-step benchmark at preset `name`: a length-bucketed batch of the
+    preset's size (or `batch`) with `length` words per caption over the preset's encoder grid."""
+    cfg = preset(name)
+    D, B = feat_dim(cfg.encoder), batch or cfg.batch_size
+    feats, caps = caption_batch(cfg.vocab_size, B, length, cfg.num_locations, D, seed=seed, device=device)
+    return cfg, D, B, feats, caps
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -184,17 +193,29 @@ class Profile:
                          for r in self.rows[:n]])
 
 
-def _atomic_write(path: Path, text: str):
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_result(out_dir, name, data: dict, table_md: str, notes: str = ''):
     "Write `<name>.json` and `<name>.md` (notes, then the tables) into `out_dir`."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / f'{name}.json', json.dumps(data, indent=2, default=str))
-    _atomic_write(out / f'{name}.md', (f'{notes}\n\n' if notes else '') + table_md + '\n')
+    atomic_write(out / f'{name}.json', json.dumps(data, indent=2, default=str))
+    atomic_write(out / f'{name}.md', (f'{notes}\n\n' if notes else '') + table_md + '\n')
+
+
+def save_and_show(res: dict, out_dir=CPU_RESULTS):
+    "What a topic run as a script does with its result `dict(name, data, md)`: write it into `out_dir`, print its markdown."
+    write_result(out_dir, res['name'], res['data'], res['md'])
+    print(res['md'])
+
+
+def peak_mb() -> float:
+    """Peak resident memory of this process, MB: VmHWM, the high-water mark of its own address space (ru_maxrss would
+    also carry the RSS of the parent it was forked from)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'): return int(line.split()[1]) / 1024
+    except OSError: pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024          # Linux: KiB
 
 
 def _cpu_ticks():
@@ -230,7 +251,7 @@ def wait_for_quiet(max_wait=60.0, threshold=0.3, window=2.0, log=print) -> float
     return waited
 
 
-def step_bench_main(run, doc: str, presets: str, reps: int, show: bool = False):
+def step_bench_main(run, doc: str, presets: str, reps: int):
     "Command line of a training-step topic (train_speed, flops, hard_attention): --presets --length --reps --threads."
     import argparse
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -238,6 +259,4 @@ def step_bench_main(run, doc: str, presets: str, reps: int, show: bool = False):
     p.add_argument('--reps', type=int, default=reps); p.add_argument('--threads', type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    res = run(a.presets.split(','), a.length, a.reps)
-    write_result(RESULTS, res['name'], res['data'], res['md'])
-    if show: print(res['md'])
+    save_and_show(run(a.presets.split(','), a.length, a.reps))

@@ -20,8 +20,13 @@ __all__ = ['SPLITS', 'DataError', 'DataWarning', 'load_image', 'tokenize', 'Capt
 class DataError(SATError):
     "Bad input data (a caption file, an image, an image folder): the message names it and the fix."
 
+# %% ../nbs/02_captions.ipynb #d2e22d27
 class DataWarning(UserWarning):
     "Something in the input was skipped (empty captions); the message says how many."
+
+def _warn_empty(n_caps, n_imgs, path):
+    parts = ([f"skipped {n_caps} empty captions"] if n_caps else []) + ([f"{n_imgs} images left without captions were dropped"] if n_imgs else [])
+    if parts: warnings.warn(f"{path}: {'; '.join(parts)}", DataWarning, stacklevel=3)
 
 # %% ../nbs/02_captions.ipynb #459e746f
 def load_image(item, # an image file (JPEG, PNG or anything else PIL reads), or a PIL image
@@ -103,11 +108,6 @@ class CaptionData:
                 f"{n_caps} captions; images in {self.image_root}")
 
 # %% ../nbs/02_captions.ipynb #580507f3
-def _missing_key(d, key, path, where):
-    if not isinstance(d, dict) or key not in d:
-        raise DataError(f"{path} is not a Karpathy split file: {where} has no key {key!r}")
-    return d[key]
-
 def _root_hint(root:Path, rel:str)->str:
     "Where the image `rel` is, if it is near `root` rather than in it."
     cands = [root.parent]
@@ -130,9 +130,10 @@ def check_images(data:CaptionData):
                     f"{', '.join(missing[:3])}{more}; restore them or remove them from {src}")
 
 # %% ../nbs/02_captions.ipynb #291f0011
-def _warn_empty(n_caps, n_imgs, path):
-    parts = ([f"skipped {n_caps} empty captions"] if n_caps else []) + ([f"{n_imgs} images left without captions were dropped"] if n_imgs else [])
-    if parts: warnings.warn(f"{path}: {'; '.join(parts)}", DataWarning, stacklevel=3)
+def _missing_key(d, key, path, where):
+    if not isinstance(d, dict) or key not in d:
+        raise DataError(f"{path} is not a Karpathy split file: {where} has no key {key!r}")
+    return d[key]
 
 def _karpathy_from_dict(d, path:Path, image_root, check:bool)->CaptionData:
     images = d['images']

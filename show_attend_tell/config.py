@@ -24,7 +24,7 @@ class ConfigError(SATError):
 # %% ../nbs/01_config.ipynb #101e15bc
 _CHOICES = dict(att_layers=(1, 2), init_layers=(1, 2), first_word=('start', 'zero'), init=('torch', 'arctic'),
                 penalty_norm=('caption', 'arctic'), entropy_norm=('caption', 'arctic'), reward=('caption', 'arctic'),
-                optimizer=('adam', 'adam_arctic', 'rmsprop'), early_stop=('bleu', 'nll'))
+                optimizer=('adam', 'adam_arctic', 'rmsprop'), early_stop=('bleu', 'nll'), transform=('resize', 'resize_crop'))
 
 @dataclass
 class Config:
@@ -38,6 +38,7 @@ class Config:
     # encoder (section 3.1.1): a CNN whose last convolutional grid gives L annotation vectors of size D
     encoder: str = 'efficientnet_lite0'
     image_size: int = 224
+    transform: str = 'resize'          # 'resize' the whole image to 224 × 224 | 'resize_crop' shorter side 256, centre 224 (the paper's authors)
     grid_size: int = 14                # L = grid_size²  (paper: 14×14 = 196)
     # decoder (section 3.1.2)
     embed_dim: int = 512               # m, word embedding (dim_word)
@@ -95,7 +96,7 @@ class Config:
 # arctic-captions' evaluate_coco.py (lines 55-76) with capgen.py's train() defaults it does not override, and VGG-19 conv5_4
 _ARCTIC = dict(encoder='vgg19', attn_dim=512, att_layers=2, init_layers=2, first_word='zero', init='arctic',
                max_caption_len=100, penalty_norm='arctic', entropy_norm='arctic', reward='arctic', grad_clip=0.0,
-               optimizer='adam_arctic', lr=2e-4)
+               optimizer='adam_arctic', lr=2e-4, transform='resize_crop')
 PRESETS = {
     'coco':      dict(dataset='coco', **_ARCTIC),
     'flickr30k': dict(dataset='flickr30k', **_ARCTIC),
@@ -172,6 +173,7 @@ def read_config_file(path)->dict:
     if not isinstance(d, dict): raise ConfigError(f"config file {path}: expected a mapping of config fields, got {type(d).__name__}")
     return d
 
+# %% ../nbs/01_config.ipynb #af79bc5d
 @patch(cls_method=True)
 def load(cls:Config, path)->Config:
     "Read a config from a `.json`, `.yaml` or `.yml` file."
@@ -208,7 +210,7 @@ def get_device(device:'str|torch.device|None'='auto' # 'auto', 'cpu', 'cuda', 'c
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     dev = torch.device(device)
     if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU; use device='cpu' or 'auto'")
+        raise ConfigError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU; use device='cpu' or 'auto'")
     return dev
 
 # %% ../nbs/01_config.ipynb #3ff7a8c6

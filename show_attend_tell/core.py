@@ -51,6 +51,7 @@ def read_json(path, what:str='JSON file', error:type=SATError):
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{what} {path} is not valid JSON ({str(e).splitlines()[0]})") from None
 
+# %% ../nbs/00_core.ipynb #76c71bdf
 def write_json(path, obj, indent:int|None=None)->Path:
     "Write `obj` as JSON to `path` atomically."
     return atomic_write(path, json.dumps(obj, indent=indent))

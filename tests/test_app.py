@@ -1,4 +1,4 @@
-"""sat_app (nbs/29_app.ipynb) in a browser: start the server on a free port with a tiny checkpoint, drive the page in
+"""sat_app (nbs/30_app.ipynb) in a browser: start the server on a free port with a tiny checkpoint, drive the page in
 headless Chromium (selenium), and check bad uploads, a checkpoint that does not fit, and concurrent sessions."""
 import os, subprocess, sys, threading, time
 from pathlib import Path
@@ -30,7 +30,7 @@ WAIT = 60   # seconds: the longest any step may take on a loaded 2-core machine
 def checkpoint(tmp_path_factory):
     "A tiny soft-attention model trained for two epochs on 40 Shapes images with the weightless colour-grid encoder."
     root = tmp_path_factory.mktemp('app')
-    enc = ColourGridEncoder(grid_size=4, feat_dim=8, name='show_attend_tell.encoder:ColourGridEncoder')
+    enc = ColourGridEncoder(grid_size=4, feat_dim=8)     # 'colour_grid', a registry name: no code to trust
     data = prepare('shapes', out=root/'data', encoder=enc, n_train=40, n_val=8, n_test=4, progress=False)
     # annotation_norm 'none': the colour grid's features are an affine ramp over the feature index, scaled by the cell's
     # colour, which layer normalisation would make the same for every image (the model would see no image at all)

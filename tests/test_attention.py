@@ -1,4 +1,4 @@
-"Attention (nbs/11_attention.ipynb): α is a distribution over real locations, β a gate, the soft context is the α-weighted sum, hard samples are never masked, eq. 14."
+"Attention (nbs/12_attention.ipynb): α is a distribution over real locations, β a gate, the soft context is the α-weighted sum, hard samples are never masked, eq. 14."
 import pytest, torch
 import torch.nn.functional as F
 from show_attend_tell.vocab import PAD

@@ -1,4 +1,4 @@
-"""Captioning (nbs/25_captioning.ipynb): `caption` on files, folders and PIL images, errors that name the file, EXIF orientation, and
+"""Captioning (nbs/26_captioning.ipynb): `caption` on files, folders and PIL images, errors that name the file, EXIF orientation, and
 `sat_caption`: one-line errors, and on a photo folder with unreadable files it captions the rest and lists what it skipped
 (--no-skip_bad stops at the first)."""
 import os, subprocess, sys
@@ -21,8 +21,7 @@ def checkpoint(tmp_path_factory):
     "A random tiny decoder over the colour-grid encoder's 4×4×8 grid, saved as training saves it."
     d = tmp_path_factory.mktemp('ckpt')
     vocab = Vocab(['<pad>', '<start>', '<end>', '<unk>', 'a', 'red', 'blue', 'circle', 'square'])
-    cfg = preset('tiny', embed_dim=16, hidden_dim=32, attn_dim=16, grid_size=4,
-                 encoder='show_attend_tell.encoder:ColourGridEncoder')
+    cfg = preset('tiny', embed_dim=16, hidden_dim=32, attn_dim=16, grid_size=4, encoder='colour_grid')
     torch.manual_seed(0)
     model = ShowAttendTell(cfg, len(vocab), feat_dim=8)
     save_checkpoint(d/'model.pth', model, cfg, vocab, feat_dim=8, encoder=cfg.encoder)
@@ -142,8 +141,8 @@ def test_cli_one_line_errors(tmp_path, image_dir):
     assert r.returncode == 0 and '--beam_size' in r.stdout and '--attention_dir' in r.stdout
 
 
-def test_an_encoder_given_as_module_function_is_rebuilt_by_sat_caption(tmp_path):
-    "sat_prepare --encoder module:function records the name; the checkpoint keeps it; sat_caption rebuilds the encoder from it."
+def test_an_encoder_given_as_module_function_is_rebuilt_by_sat_caption_when_trusted(tmp_path):
+    "sat_prepare --encoder module:function records the name; the checkpoint keeps it; sat_caption --trust_code rebuilds the encoder from it."
     from show_attend_tell.features import prepare
     from show_attend_tell.training import train
     fixtures = Path(__file__).parent/'fixtures'
@@ -156,13 +155,69 @@ def test_an_encoder_given_as_module_function_is_rebuilt_by_sat_caption(tmp_path)
     images = sorted((tmp_path/'data'/'images').glob('test_*.png'))
     script = tmp_path/'entry.py'
     script.write_text('from show_attend_tell.captioning import sat_caption\nsat_caption()\n')
-    r = subprocess.run([sys.executable, str(script), *map(str, images), '--checkpoint', str(tmp_path/'run'/'best.pth'), '--max_len', '5'],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, 'PYTHONPATH': str(fixtures)})
+    call = lambda *a, **env: subprocess.run([sys.executable, str(script), *map(str, a)], capture_output=True, text=True, timeout=300,
+                                            env={**os.environ, **env})
+    r = call(*images, '--checkpoint', tmp_path/'run'/'best.pth', '--max_len', 5, '--trust_code', PYTHONPATH=str(fixtures))
     assert r.returncode == 0, r.stderr
     assert [l.split('\t')[0] for l in r.stdout.splitlines()] == [str(p) for p in images]
-    r = subprocess.run([sys.executable, str(script), str(images[0]), '--checkpoint', str(tmp_path/'run'/'best.pth')],
-                       capture_output=True, text=True, timeout=300)            # without the module on the path: one line
+    r = call(images[0], '--checkpoint', tmp_path/'run'/'best.pth', PYTHONPATH=str(fixtures))     # not trusted: refused, one line
+    assert r.returncode == 2 and "'standin_encoder:make'" in r.stderr and '--trust_code' in r.stderr and r.stderr.count('\n') == 1, r.stderr
+    r = call(images[0], '--checkpoint', tmp_path/'run'/'best.pth', '--trust_code')              # trusted, but not on the path
     assert r.returncode == 2 and "cannot load encoder 'standin_encoder:make'" in r.stderr and r.stderr.count('\n') == 1, r.stderr
+
+
+# ---- a model file is data: a module it names is imported only with the user's opt-in --------------------------------
+CODE = "from pathlib import Path\nPath('MARKER').write_text('ran')\nfrom show_attend_tell.encoder import ColourGridEncoder\ndef make(): return ColourGridEncoder()\n"
+
+
+@pytest.fixture(scope='module')
+def shared(tmp_path_factory):
+    """A model trained on features named 'mymodel.encoder_code:make', exported as the folder mymodel/ that ships encoder_code.py
+    (importable from the folder's parent directory), and the same model's training checkpoint; the module writes MARKER when run."""
+    from show_attend_tell.encoder import ColourGridEncoder
+    from show_attend_tell.features import prepare
+    from show_attend_tell.training import train
+    from show_attend_tell.export import export_model
+    root = tmp_path_factory.mktemp('shared')
+    data = prepare('shapes', out=root/'data', encoder=ColourGridEncoder(name='mymodel.encoder_code:make'), n_train=16, n_val=4, n_test=4, progress=False)
+    train(preset('tiny', embed_dim=16, hidden_dim=32, attn_dim=16, batch_size=8, epochs=1), data, root/'run', device='cpu', progress=False)
+    export_model(root/'run'/'best.pth', root/'mymodel')
+    (root/'mymodel'/'encoder_code.py').write_text(CODE)
+    (root/'run'/'mymodel').symlink_to(root/'mymodel')        # importable from the checkpoint's folder too
+    return root, data, sorted((data/'images').glob('test_*.png'))[0]
+
+
+def py(cwd, code, timeout=300):
+    "Run Python code in `cwd` as a user would (`python -c`: the current directory is on the import path)."
+    return subprocess.run([sys.executable, '-c', code], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize('model', ['mymodel', 'run/best.pth'])
+def test_loading_a_shared_model_runs_none_of_its_code_without_the_opt_in(shared, model):
+    """From the folder's parent directory, captioning with the model imports nothing it names: the error names the module and the
+    opt-in; with trust_code=True it loads (and its module runs)."""
+    root, _, image = shared
+    (root/'MARKER').unlink(missing_ok=True)
+    r = py(root, f"from show_attend_tell.captioning import caption\ncaption({str(image)!r}, {model!r})")
+    assert r.returncode != 0 and not (root/'MARKER').exists(), r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "'mymodel.encoder_code:make'" in last and "module 'mymodel.encoder_code'" in last and 'trust_code=True' in last, last
+    r = py(root, f"from show_attend_tell.captioning import caption\nprint(caption({str(image)!r}, {model!r}, trust_code=True)[0].text)")
+    assert r.returncode == 0 and (root/'MARKER').read_text() == 'ran', r.stderr
+
+
+def test_scripts_that_never_build_the_encoder_never_import_it(shared, tmp_path):
+    "sat_evaluate, sat_scst, sat_export and sat_train --resume read the encoder's name but never build the encoder: the module never runs."
+    root, data, image = shared
+    (root/'MARKER').unlink(missing_ok=True)
+    bin = Path(sys.executable).parent
+    for args in ([bin/'sat_evaluate', 'mymodel', data, '--out', tmp_path/'ev', '--no_meteor', '--quiet'],
+                 [bin/'sat_scst', 'run/best.pth', data, '--out', tmp_path/'scst', '--epochs', '1', '--val_images', '2', '--quiet'],
+                 [bin/'sat_export', 'run/best.pth', tmp_path/'exported'],
+                 [bin/'sat_train', data, '--config', 'run/config.json', '--out', 'run', '--resume', '--epochs', '2', '--quiet']):
+        r = subprocess.run(list(map(str, args)), cwd=root, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, (args[0], r.stderr)
+        assert not (root/'MARKER').exists(), args[0]
 
 
 # ---- start-up (issue 19): the sat_caption path imports no heavy library it does not use ---------------------------

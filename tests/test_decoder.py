@@ -1,4 +1,4 @@
-"The decoder (nbs/12_decoder.ipynb): float64 gradcheck, step() reproduces forward(), one-batch overfitting on Shapes features, a frozen encoder."
+"The decoder (nbs/13_decoder.ipynb): float64 gradcheck, step() reproduces forward(), one-batch overfitting on Shapes features, a frozen encoder."
 import pytest, torch
 import torch.nn.functional as F
 from show_attend_tell.config import preset

@@ -1,4 +1,4 @@
-"The whole pipeline in miniature: run_demo (Shapes → features → train → caption + figures → scores), rerun resumes, sat_evaluate."
+"The whole pipeline in miniature: run_demo (sat_reproduce on Shapes: features → train → caption + figures → scores → report), rerun resumes, sat_evaluate."
 import json, subprocess, sys
 from pathlib import Path
 import pytest
@@ -13,18 +13,20 @@ SMALL = dict(n_train=60, n_val=8, n_test=6, epochs=4, n_figures=2, progress=Fals
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp('demo')
-    res = run_demo('tiny', 'soft', 'cpu', out=str(out), **SMALL)
+    res = run_demo('soft', device='cpu', out=str(out), **SMALL)
     return out, res
 
 
 def test_demo_writes_report_figures_and_checkpoint(demo):
     out, res = demo
-    assert res['n_images'] == 6 and len(res['captions']) == 6
-    assert {'BLEU-1', 'BLEU-4', 'ROUGE-L', 'CIDEr'} <= set(res['scores'])
-    c = res['attention_correctness']
+    soft = res['results']['soft']
+    assert {'BLEU-1', 'BLEU-4', 'ROUGE-L', 'CIDEr'} <= set(soft['scores'])
+    c = soft['attention_correctness']
     assert c['n_words'] > 0 and 0 <= c['mass'] <= 1 and 0 <= c['pointing'] <= 1
-    assert [Path(f).name for f in res['figures']] == ['test_00000.png', 'test_00001.png']
-    assert all(Path(f).stat().st_size > 5000 for f in res['figures'])
+    figures = sorted((out/'attention_soft').glob('*.png'))
+    assert [f.name for f in figures] == ['test_00000.png', 'test_00001.png']
+    assert all(f.stat().st_size > 5000 for f in figures)
+    assert 'Attention correctness' in (out/'report.md').read_text()
     md = (out/'report_soft.md').read_text()
     assert 'BLEU-4' in md and 'Attention correctness' in md
     doc = json.loads((out/'report_soft.json').read_text())
@@ -34,23 +36,23 @@ def test_demo_writes_report_figures_and_checkpoint(demo):
 
 def test_demo_rerun_reuses_everything(demo):
     out, res = demo
-    files = [out/'shapes'/'features'/'manifest.json', out/'run_soft'/'best.pth', out/'run_soft'/'last.pth']
+    files = [out/'data'/'features'/'manifest.json', out/'run_soft'/'best.pth', out/'run_soft'/'last.pth', out/'report_soft.json']
     before = [f.stat().st_mtime_ns for f in files]
-    again = run_demo('tiny', 'soft', 'cpu', out=str(out), **SMALL)
-    assert [f.stat().st_mtime_ns for f in files] == before              # no re-encoding, no retraining
-    assert again['captions'] == res['captions']
+    again = run_demo('soft', device='cpu', out=str(out), **SMALL)
+    assert [f.stat().st_mtime_ns for f in files] == before              # no re-encoding, no retraining, no re-evaluation
+    assert again['results'] == res['results']
 
 
 def test_sat_evaluate_cli(demo, tmp_path):
     out, _ = demo
-    r = subprocess.run([str(Path(sys.executable).parent/'sat_evaluate'), str(out/'run_soft'/'best.pth'), str(out/'shapes'),
+    r = subprocess.run([str(Path(sys.executable).parent/'sat_evaluate'), str(out/'run_soft'/'best.pth'), str(out/'data'),
                         '--split', 'val', '--beam_size', '2', '--out', str(tmp_path), '--quiet', '--no_meteor'],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert 'BLEU-4' in r.stdout and (tmp_path/'evaluation.json').is_file()
     doc = json.loads((tmp_path/'evaluation.json').read_text())
     assert doc['meta']['split'] == 'val' and doc['meta']['beam_size'] == 2 and doc['meta']['n_images'] == 8
-    bad = subprocess.run([str(Path(sys.executable).parent/'sat_evaluate'), str(tmp_path/'nope.pth'), str(out/'shapes')],
+    bad = subprocess.run([str(Path(sys.executable).parent/'sat_evaluate'), str(tmp_path/'nope.pth'), str(out/'data')],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count('\n') == 1 and 'does not exist' in bad.stderr
 

@@ -31,7 +31,7 @@ def test_encoder_features_use_the_same_weights():
     assert logits.argmax().item() in (281, 282, 285)
 
 
-@pytest.mark.parametrize('name', list(ENCODERS))
+@pytest.mark.parametrize('name', [n for n in ENCODERS if n != 'colour_grid'])
 def test_every_encoder_gives_a_14x14_grid(name):
     enc = get_encoder(name, pretrained=name.startswith('efficientnet'))
     x = enc.transform(Image.fromarray(skdata.astronaut()).convert('L'))   # grayscale in, 3 channels out

@@ -320,10 +320,10 @@ def test_gpu_check_offline_mode_without_cuda_fails_first(tmp_path):
 
 
 def test_gpu_memory_sweep_stops_at_oom():
-    "bench/gpu_memory.py's sweep doubles the batch until a step runs out of memory, records that, and keeps the rows before it."
-    sys.path.insert(0, str(REPO/'bench'))
+    "bench/gpu/gpu_memory.py's sweep doubles the batch until a step runs out of memory, records that, and keeps the rows before it."
+    sys.path.insert(0, str(REPO/'bench'/'gpu'))
     try: import gpu_memory
-    finally: sys.path.remove(str(REPO/'bench'))
+    finally: sys.path.remove(str(REPO/'bench'/'gpu'))
     made = []
     def make_step(B):
         made.append(B)

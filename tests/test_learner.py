@@ -1,4 +1,4 @@
-"The Learner (nbs/22_learner.ipynb): a tiny model learns one batch by heart, with soft and with hard attention."
+"The Learner (nbs/23_learner.ipynb): a tiny model learns one batch by heart, with soft and with hard attention."
 import math
 import pytest, torch
 

@@ -1,4 +1,4 @@
-"Losses (nbs/13_losses.ipynb): the REINFORCE estimator is unbiased, the baseline lowers its variance, the loss value and its masking."
+"Losses (nbs/14_losses.ipynb): the REINFORCE estimator is unbiased, the baseline lowers its variance, the loss value and its masking."
 import math
 import pytest, torch
 

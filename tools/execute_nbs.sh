@@ -3,7 +3,7 @@
 # figures included, are what the docs site shows; then clean each one. Figures are saved as plain PNG
 # (execnb's default is retina, which doubles every image's size in the repo). Cells marked `#| eval: false`
 # are skipped, as nbdev does, and so are `#| gpu` cells (they need CUDA; tools/gpu_check.sh runs them on a GPU).
-# Usage: tools/execute_nbs.sh nbs/00_config.ipynb ...
+# Usage: tools/execute_nbs.sh nbs/01_config.ipynb ...
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 for nb in "$@"; do

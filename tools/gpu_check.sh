@@ -1,28 +1,33 @@
 #!/usr/bin/env bash
-# On this workplace's GPU machine (no network there), the GPU tool's call is, after `bash tools/gpu_wheels.sh` here:
-#   run(command="bash tools/gpu_check.sh", carry=[".whl"], timeout_s=420)
-# (the wheels travel as the carried, git-ignored .whl/; results come back from $OUT: gpu_check.log, pytest_gpu.xml, latest.md, ...)
-#
-# The GPU checks of issue 19 in one run (`make gpu-check`), on a machine with a CUDA GPU, from a fresh copy of the tree:
-#   1. install                 `make install` when .venv is missing (or stale), after a first look for a GPU; or, offline
-#                              (below), the carried wheels into /tmp/sat_site for the machine's own python3
-#   2. nbdev_test --flags gpu  on the notebooks that have `#| gpu` cells
+# The GPU checks in one run (`make gpu-check`), on a machine with a CUDA GPU, from a copy of this tree:
+#   1. install                 `make install` when .venv is missing or stale (after a first look for a GPU); offline (below),
+#                              the wheels of .whl/ into /tmp/sat_site for the machine's own python3
+#   2. nbdev_test --flags gpu  the notebooks that have `#| gpu` cells
 #   3. pytest -m gpu           with SAT_REQUIRE_GPU=1: a gpu test that finds no GPU fails instead of skipping
-#   4. bench/run.py --device cuda   the GPU topics at the coco preset (fp32 vs AMP, the reference decoder, beam search,
+#   4. bench/run.py --device cuda   the GPU suite at the coco_modern preset (fp32 vs AMP, the reference decoder, beam search,
 #                              memory per batch size, COCO epoch time), with --budget-s so the run stays within its minutes
-# Results (the bench JSON/MD, pytest's junit XML, this run's log gpu_check.log) go under $OUT when it is set, else under
-# bench/results/gpu/. Every step's time is printed; the whole run aims at under 5 minutes on one H200, install included.
-# A failing step does not stop the later ones (one GPU session should bring back everything it can); the exit status is 1
-# when any step failed, and 1 at once, before anything is run, when there is no CUDA device.
-# Offline mode, for a GPU machine without network whose python3 already has torch (and numpy, matplotlib, pandas, scipy, ...):
-# when there is no .venv and .whl/ holds wheels (tools/gpu_wheels.sh makes them), or when GPU_CHECK_WHEELS=DIR is set, step 1
-# is `python3 -m pip install --no-index --no-deps --target /tmp/sat_site DIR/*.whl` instead of `make install`, PYTHONPATH is
-# /tmp/sat_site:<this tree> (show_attend_tell is imported from the tree, not installed), and every later step runs with that
-# python3 (nbdev_test as `python3 /tmp/sat_site/bin/nbdev_test`, `python3 -m pytest`, `python3 bench/run.py`).
-# Knobs: GPU_CHECK_TARGET_S (default 285: seconds the whole run aims at), GPU_CHECK_BENCH_ARGS (more bench/run.py arguments);
-# offline: GPU_CHECK_WHEELS (the wheels' folder), GPU_CHECK_PYTHON (default python3), GPU_CHECK_SITE (default /tmp/sat_site).
+#
+# A GPU machine with network: clone the repository there and run `make gpu-check` (or `bash tools/gpu_check.sh`) in it.
+# A GPU machine without network, whose python3 already has torch (and numpy, matplotlib, pandas, scipy, ...):
+#   1. on a machine with network, in this tree: `make gpu-wheels` (tools/gpu_wheels.sh), the wheels of every other package
+#      the checks import, into .whl/;
+#   2. copy the tree with .whl/ but without .venv to the GPU machine, e.g. `rsync -a --exclude .venv ./ gpu-host:sat/`;
+#   3. there, in the tree: `make gpu-check` or `bash tools/gpu_check.sh`. With no .venv and wheels in .whl/ (or in
+#      GPU_CHECK_WHEELS=DIR), step 1 is `python3 -m pip install --no-index --no-deps --target /tmp/sat_site .whl/*.whl`,
+#      PYTHONPATH is /tmp/sat_site:<this tree> (show_attend_tell is imported from the tree, not installed), and every later
+#      step runs with that python3 (`python3 /tmp/sat_site/bin/nbdev_test`, `python3 -m pytest`, `python3 bench/run.py`);
+#   4. copy the results back (below).
+# Where the results land: without OUT, the bench's summary in bench/results/latest.md and latest.json (the GPU suite's part
+# beside the CPU suite's) and each GPU topic's .json/.md in bench/results/gpu/, where pytest's junit XML (pytest_gpu.xml)
+# and this run's log (gpu_check.log) go too; with OUT=DIR, all of it under DIR (latest.*, gpu/, pytest_gpu.xml, gpu_check.log).
+# Every step's time is printed; the whole run aims at GPU_CHECK_TARGET_S seconds (default 285), install included. A failing
+# step does not stop the later ones (one session on a GPU should bring back everything it can); the exit status is 1 when any
+# step failed, and 1 at once, before anything is run, when there is no CUDA device.
+# Knobs: GPU_CHECK_TARGET_S, GPU_CHECK_BENCH_ARGS (more bench/run.py arguments); offline: GPU_CHECK_WHEELS (the wheels'
+# folder), GPU_CHECK_PYTHON (default python3), GPU_CHECK_SITE (default /tmp/sat_site).
 # GPU_CHECK_REHEARSE=1 rehearses the script on a CPU machine: every step runs its CPU stand-in (the notebooks without their gpu
-# cells, the gpu tests skipping, `bench/run.py --dry-run`), and the run always ends with exit status 3, never a pass.
+# cells, the gpu tests skipping, `bench/run.py --dry-run`), into a temporary folder unless OUT is set, and the run always ends
+# with exit status 3, never a pass.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -36,9 +41,11 @@ if [ -n "$WHEELS" ]; then
     PY=${GPU_CHECK_PYTHON:-python3}
     NBDEV_TEST=("$PY" "$SITE/bin/nbdev_test")   # the console script pip wrote, run by $PY (its shebang is whatever pip saw)
 fi
-DEST=${OUT:-bench/results/gpu}
 TARGET_S=${GPU_CHECK_TARGET_S:-285}
 REHEARSE=${GPU_CHECK_REHEARSE:-}
+if [ -z "${OUT:-}" ] && [ -n "$REHEARSE" ]; then OUT=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_rehearsal.XXXXXX"); fi
+RESULTS=${OUT:-bench/results}          # the bench's summary (latest.md, latest.json), its topics in $RESULTS/gpu/
+DEST=${OUT:-bench/results/gpu}         # this run's log and pytest's junit XML
 NB_FLAGS=gpu; REQUIRE_GPU=1; DEVICE=(--device cuda)
 if [ -n "$REHEARSE" ]; then NB_FLAGS=; REQUIRE_GPU=0; DEVICE=(--dry-run); fi
 LOG=$(mktemp)                          # moves to $DEST/gpu_check.log once there is a GPU (or at once when $OUT is set)
@@ -80,14 +87,14 @@ step() {
     if [ "$rc" -eq 0 ]; then say "== $name: ok in ${dt} s"; else say "== $name: FAILED (exit $rc) in ${dt} s"; FAILED+=("$name"); fi
 }
 
-say "gpu_check: $(date '+%Y-%m-%d %H:%M:%S'), $(pwd), results in $DEST"
+say "gpu_check: $(date '+%Y-%m-%d %H:%M:%S'), $(pwd), results in $RESULTS"
 if [ -n "$WHEELS" ]; then
     # offline: the machine's python3 has torch already; it says whether there is a GPU before anything is installed
     if [ -z "$REHEARSE" ]; then look_for_gpu; fi
     command -v "$PY" >/dev/null 2>&1 || die "offline mode (wheels in $WHEELS/): there is no $PY on this machine (GPU_CHECK_PYTHON)"
     "$PY" -c 'import torch' 2>>"$LOG" || die "offline mode (wheels in $WHEELS/): $PY cannot import torch; it uses the machine's own torch (GPU_CHECK_PYTHON: a python with torch)"
     if [ -z "$REHEARSE" ]; then torch_cuda; fi
-    compgen -G "$WHEELS/*.whl" >/dev/null || die "offline mode: no wheels in $WHEELS/: run \`bash tools/gpu_wheels.sh\` where pip reaches the registry, and carry .whl"
+    compgen -G "$WHEELS/*.whl" >/dev/null || die "offline mode: no wheels in $WHEELS/: run \`make gpu-wheels\` on a machine with network and copy .whl/ here with the tree"
     keep_log
     say "gpu_check: offline mode: $(command -v "$PY") ($("$PY" -c 'import sys; print(sys.version.split()[0])')), $(compgen -G "$WHEELS/*.whl" | wc -l) wheels from $WHEELS/ into $SITE, this tree on PYTHONPATH"
     step install 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
@@ -136,12 +143,12 @@ step pytest 180 env SAT_REQUIRE_GPU=$REQUIRE_GPU "$PY" -m pytest -q -m gpu tests
 LEFT=$((TARGET_S - (SECONDS - START)))
 BUDGET=$((LEFT > 60 ? LEFT - 30 : 30))
 # shellcheck disable=SC2086
-step bench $((BUDGET + 150)) "$PY" bench/run.py "${DEVICE[@]}" --out "$DEST" --budget-s "$BUDGET" ${GPU_CHECK_BENCH_ARGS:-}
+step bench $((BUDGET + 150)) "$PY" bench/run.py "${DEVICE[@]}" --out "$RESULTS" --budget-s "$BUDGET" ${GPU_CHECK_BENCH_ARGS:-}
 
 say ""
 say "gpu_check: $((SECONDS - START)) s in all"
 for t in "${TIMES[@]}"; do say "  $t"; done
-say "results: $DEST (latest.md, latest.json, one .json/.md per topic, pytest_gpu.xml, gpu_check.log)"
+say "results: $RESULTS/latest.md and latest.json (the summary), $RESULTS/gpu/ (one .json/.md per topic), $DEST/pytest_gpu.xml, $DEST/gpu_check.log"
 if [ ${#FAILED[@]} -gt 0 ]; then say "gpu_check: FAILED: ${FAILED[*]}"; exit 1; fi
 if [ -n "$REHEARSE" ]; then say "gpu_check: rehearsal done, every step ran its CPU stand-in; NOTHING was checked on a GPU"; exit 3; fi
 say "gpu_check: all passed"

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# The wheels for the offline GPU check (tools/gpu_check.sh on a GPU machine that has no network). Run it where pip reaches
-# the package registry: `bash tools/gpu_wheels.sh [DIR]` (default DIR: .whl, which .gitignore ignores; a run of the GPU tool
-# carries it). It downloads, for CPython 3.12 on manylinux x86_64, every package the GPU checks import (the #| gpu notebooks
-# under nbdev_test, `pytest -m gpu tests`, `bench/run.py --device cuda`) that the GPU machine's image lacks: its python3
-# (3.12, /opt/torch/.venv) already has torch, torchvision, numpy, pandas, scipy, scikit-learn, scikit-image, matplotlib,
-# pillow, pyyaml, requests, rich, safetensors, timm, pytest and the rest of IMAGE below. Versions: settings.ini's pins where it
-# pins a package (PINNED), else the versions `make install` resolves here (so the CPU tests ran with the same code).
-# Left out on purpose (SKIPPED, with the reason): packages some wheel declares but nothing on the GPU checks' path imports.
-# pycocoevalcap is carried as pycocoevalcap-1.2+nojava, its Python code without the jars and METEOR's 60 MB paraphrase table:
-# the GPU checks import it (show_attend_tell.metrics, through learner) and score BLEU in pure Python, never through Java.
+# The wheels for the offline GPU check (tools/gpu_check.sh on a GPU machine that has no network; its header gives the steps).
+# Run it on a machine where pip reaches the package registry: `make gpu-wheels`, or `bash tools/gpu_wheels.sh [DIR]` (default
+# DIR: .whl, which .gitignore ignores), then copy DIR with the tree to the GPU machine. It downloads, for CPython 3.12 on
+# manylinux x86_64, every package the GPU checks import (the #| gpu notebooks under nbdev_test, `pytest -m gpu tests`,
+# `bench/run.py --device cuda`) that the GPU machine's python3 lacks. That python3 is assumed to be a CUDA PyTorch
+# environment (Python 3.12) that already has torch, torchvision, numpy, pandas, scipy, scikit-learn, scikit-image,
+# matplotlib, pillow, pyyaml, requests, rich, safetensors, timm, pytest and the rest of IMAGE below; for another one, set
+# GPU_WHEELS_IMAGE to the names of its packages (`python3 -m pip list --format freeze` there, the names before ==).
+# Versions: settings.ini's pins where it pins a package (PINNED), else the versions `make install` resolves (so the CPU tests
+# ran with the same code). Left out on purpose (SKIPPED, with the reason): packages some wheel declares but nothing on the GPU
+# checks' path imports. pycocoevalcap is carried as pycocoevalcap-1.2+nojava, its Python code without the jars and METEOR's
+# 60 MB paraphrase table: the GPU checks import it (show_attend_tell.metrics, through learner) and score BLEU in pure Python,
+# never through Java.
 # The run ends by checking that every requirement of every wheel is carried, in IMAGE or in SKIPPED, that carried versions meet
-# the specifiers, that no package comes twice, and that the whole stays under MAX_MIB; it prints the list and the size.
+# the specifiers, that no package comes twice, and that the whole stays under GPU_WHEELS_MAX_MIB (default 40); it prints the
+# list and the size.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -39,8 +43,8 @@ SKIPPED=(
     "python-multipart: starlette's form parsing, imported when a form is parsed"
     "beautifulsoup4: fasthtml's html2ft, imported inside the function"
 )
-# the GPU image's Python packages (/work/.library/device/KINDS.md, "Python packages already there", 2026-11-17)
-IMAGE="absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
+# the packages of the GPU machine's python3 (a CUDA PyTorch image with Python 3.12); GPU_WHEELS_IMAGE replaces the list
+IMAGE=${GPU_WHEELS_IMAGE:-"absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
 charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings cuda-core cuda-pathfinder
 cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils execnet filelock flatbuffers flax fonttools formulaic
 frozenlist fsspec gpytorch grpcio h11 h5py hf-xet httpcore httpx huggingface-hub humanize hypothesis idna imageio iniconfig
@@ -57,7 +61,7 @@ safetensors scikit-build-core scikit-image scikit-learn scipy seaborn sentencepi
 shellingham simplejson six sortedcontainers statsmodels sympy tabulate tensorboard tensorboard-data-server tensorstore
 threadpoolctl tifffile tiktoken timm tokenizers toolz torch torchaudio torchdiffeq torch-geometric torchmetrics torchvision
 tqdm transformers treescope triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt
-xarray xxhash yarl zipp"
+xarray xxhash yarl zipp"}
 
 pin() {   # the version settings.ini pins package $1 to
     local v
@@ -77,7 +81,7 @@ PIP=("$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.1
      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
      --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 echo "gpu_wheels: downloading ${#SPECS[@]} wheels (CPython 3.12, manylinux x86_64) into $DEST/"
-quiet() { grep -v 'is ignored: it is neither a file nor a directory' >&2 || true; }   # this machine's pip.conf names absent indexes
+quiet() { grep -v 'is ignored: it is neither a file nor a directory' >&2 || true; }   # a pip.conf naming absent local indexes
 "${PIP[@]}" -d "$DEST" "${SPECS[@]}" 2> >(quiet)
 echo "gpu_wheels: $COCOEVAL without its Java parts"
 "${PIP[@]}" -d "$TMP" "$COCOEVAL" 2> >(quiet)
