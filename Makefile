@@ -14,7 +14,7 @@ export PATH := $(QUARTO_PATH)$(CURDIR)/$(BIN):$(PATH)
 # path needs Node.js. katex 0.19's CLI dependency (commander) declares node>=22: npm warns on node 20, the library works.
 KATEX := node_modules/.katex-installed
 
-.PHONY: install katex demo test sync nbtest pytest docs docs-check sysdeps bench gpu-check gpu-wheels clean
+.PHONY: install katex demo test sync nbtest pytest docs docs-check sysdeps bench coco-scale gpu-check gpu-wheels clean
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,13 @@ docs-check: install
 # each topic's results in bench/results/cpu/.
 bench: install
 	$(BIN)/python bench/run.py
+
+# The COCO run rehearsed at full size on the CPU (bench/coco_scale.py): synthetic COCO-sized data through sat_prepare, a capped
+# epoch of sat_train, sat_evaluate and SCST's reward statistics, each stage's time, peak memory and disk in
+# bench/results/coco_scale.md and .json. About an hour on 2 cores and 27 GB of disk (its --work folder; checked
+# first); resumable. Not part of `make test`. Smaller: `$(BIN)/python bench/coco_scale.py --scale 0.1`.
+coco-scale: install
+	$(BIN)/python bench/coco_scale.py
 
 # The GPU checks on a machine with CUDA (tools/gpu_check.sh): install, the #| gpu notebook cells, pytest -m gpu, and the GPU
 # suite of bench/ (bench/run.py --device cuda). Results in bench/results/ (the summary; bench/results/gpu/ for the rest), or

@@ -30,7 +30,7 @@ setuptools.setup(
     include_package_data=True, zip_safe=False,
     python_requires='>=' + cfg['min_python'],
     install_requires=_reqs('requirements'),
-    extras_require={k: _reqs(f'{k}_requirements') for k in ('app', 'hub', 'data', 'dev')},
+    extras_require={k: _reqs(f'{k}_requirements') for k in ('app', 'hub', 'data', 'log', 'dev')},
     entry_points={'console_scripts': _reqs('console_scripts'),
                   'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
 )

@@ -38,8 +38,8 @@ def shapes_model(log=print):
     exists, else one trained here once (tiny preset, 1,000 images, 4 epochs, about a minute on 2 cores) under
     bench/.cache/shapes, resumable, reused by later runs."""
     demo = REPO / 'demo_out'
-    if (demo / 'run_soft' / 'best.pth').is_file() and (demo / 'shapes' / 'dataset.json').is_file():
-        return demo / 'run_soft' / 'best.pth', demo / 'shapes', 'the demo (demo_out/run_soft/best.pth)'
+    if (demo / 'run_soft' / 'best.pth').is_file() and (demo / 'data' / 'dataset.json').is_file():
+        return demo / 'run_soft' / 'best.pth', demo / 'data', 'the demo (demo_out/run_soft/best.pth)'
     from show_attend_tell.features import prepare
     from show_attend_tell.training import train
     data, run = SHAPES_CACHE / 'data', SHAPES_CACHE / 'run'

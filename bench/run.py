@@ -14,6 +14,7 @@ as a ratio):
   grounding       scoring 5,000 images × 15 words against COCO instance masks: seconds and peak memory
   data_feed       captions/s the training loader delivers from a 20,000-image cache (D = 512, 1280) vs the training step
   startup         seconds from launching `sat_caption IMAGE` until its caption is printed
+  prepare_speed   sat_prepare images/s: writes in turn vs a writer thread, 0 vs 2 loader workers, three encoders
 That is the CPU suite (`--device cpu`, the default, whether or not the machine has a GPU). `--device cuda` runs the GPU suite
 instead (what tools/gpu_check.sh and `make gpu-check` run), at the coco_modern preset: the two topics of bench/gpu/ and five
 topics of bench/cpu/ on the GPU:
@@ -25,6 +26,7 @@ topics of bench/cpu/ on the GPU:
   hard_attention_cuda  hard vs soft attention per training step, AMP
   flops_cuda           achieved TFLOP/s of the training step vs torch.mm at its shapes, AMP, and its CUDA profile
   encoders_cuda        feature extraction images/s, AMP
+  prepare_speed_cuda   sat_prepare images/s on the GPU: cast to float16 on the device, workers, the writer thread
 Without a CUDA device `--device cuda` fails with "error: no CUDA device ...". `--dry-run` runs those same GPU topic functions on the
 CPU at tiny sizes (bf16 autocast on the CPU): a check, without a GPU, that the GPU run has no typo waiting. `--quick` runs a
 suite at tiny sizes, a smoke test of every code path. Both write into a temporary folder unless --out names one.
@@ -56,9 +58,10 @@ class _Topic:
     def __getattr__(self, attr): return getattr(importlib.import_module(self.name), attr)
 
 
-(app_latency, beam_speed, cache_memory, cider_speed, data_feed, encoders, flops, grounding, hard_attention, startup,
+(app_latency, beam_speed, cache_memory, cider_speed, data_feed, encoders, flops, grounding, hard_attention, prepare_speed, startup,
  train_speed) = (_Topic(f'bench.cpu.{n}') for n in ('app_latency', 'beam_speed', 'cache_memory', 'cider_speed', 'data_feed',
-                                                     'encoders', 'flops', 'grounding', 'hard_attention', 'startup', 'train_speed'))
+                                                     'encoders', 'flops', 'grounding', 'hard_attention', 'prepare_speed', 'startup',
+                                                     'train_speed'))
 amp_speed, gpu_memory = _Topic('bench.gpu.amp_speed'), _Topic('bench.gpu.gpu_memory')
 
 
@@ -75,6 +78,7 @@ def cpu_topics(quick=False):
                 ('grounding', 'grounding against COCO masks', lambda log: grounding.run(images=100, modes=('cell',), log=log)),
                 ('cider_speed', 'CIDEr-D reward vs pycocoevalcap', lambda log: cider_speed.run(200, (20,), reps=1, log=log)),
                 ('data_feed', 'data feed vs training step', lambda log: data_feed.run(images=1000, dims=(512,), batches=5, step_presets={512: 'tiny'}, log=log)),
+                ('prepare_speed', 'sat_prepare images/s', lambda log: prepare_speed.run(images=64, net_images=8, reps=1, names=('colour_grid',), log=log)),
                 ('startup', 'sat_caption start-up', lambda log: startup.run(reps=2, log=log))]
     return [('train_speed', 'training step vs the reference decoder (tiny, coco_modern, coco)', lambda log: train_speed.run(log=log)),
             ('flops', 'achieved GFLOP/s of the training step vs torch.mm', lambda log: flops.run(log=log)),
@@ -87,6 +91,7 @@ def cpu_topics(quick=False):
             ('cider_speed', 'CIDEr-D reward (SCST) captions/s vs pycocoevalcap', lambda log: cider_speed.run(log=log)),
             ('data_feed', 'training loader captions/s from a 20,000-image cache (D = 512, 1280; files warm/cold, in memory) vs the step',
              lambda log: data_feed.run(log=log)),
+            ('prepare_speed', 'sat_prepare images/s: writer thread and loader workers, three encoders', lambda log: prepare_speed.run(log=log)),
             ('startup', 'sat_caption: seconds from launch until its caption is printed', lambda log: startup.run(log=log))]
 
 
@@ -110,7 +115,9 @@ def gpu_topics(quick=False, device='cuda'):
                   ('flops', 'achieved FLOP/s of the training step', lambda log: flops.run(('tiny',), reps=1, device=dev, amp_dtype=amp,
                                                                                           profile_preset='tiny', log=log)),
                   ('encoders', 'feature extraction', lambda log: encoders.run(batch=2, images=4, reps=1, device=dev, amp_dtype=amp,
-                                                                              names=['efficientnet_lite0_local'], log=log))]
+                                                                              names=['efficientnet_lite0_local'], log=log)),
+                  ('prepare_speed', 'sat_prepare images/s', lambda log: prepare_speed.run(images=32, net_images=8, reps=1, device=dev,
+                                                                                        names=('colour_grid',), log=log))]
     else:       # the coco_modern preset, most telling first (--budget-s drops from the end)
         topics = [('amp_speed', 'training step captions/s: fp32 vs bf16 vs fp16 autocast, and the reference decoder, coco_modern preset',
                    lambda log: amp_speed.run('coco_modern', reps=5, device=dev, log=log)),
@@ -125,7 +132,9 @@ def gpu_topics(quick=False, device='cuda'):
                   ('flops', 'achieved TFLOP/s of the training step vs torch.mm, coco_modern preset, AMP',
                    lambda log: flops.run(('coco_modern',), reps=5, device=dev, amp_dtype=amp, profile_preset='coco_modern', log=log)),
                   ('encoders', 'feature extraction images/s, AMP',
-                   lambda log: encoders.run(batch=32, images=64, reps=2, device=dev, amp_dtype=amp, log=log))]
+                   lambda log: encoders.run(batch=32, images=64, reps=2, device=dev, amp_dtype=amp, log=log)),
+                  ('prepare_speed', 'sat_prepare images/s on the GPU: float16 cast on the device, workers, writer thread',
+                   lambda log: prepare_speed.run(device=dev, log=log))]
     return [(name + sfx, what, fn) for name, what, fn in topics]
 
 

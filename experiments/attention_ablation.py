@@ -8,7 +8,7 @@ Usage: .venv/bin/python experiments/attention_ablation.py NAME [epochs=8] [feats
 e.g.   ... pos8 epochs=8           (the tiny preset: layer-normalised annotations, f_att reads positions)
        ... ln8 epochs=8 location_embedding=0
        ... raw8 epochs=8 location_embedding=0 annotation_norm=none
-Uses demo_out/shapes (run `make demo` first) unless feats/sizes ask for other features, which are prepared
+Uses demo_out/data (run `make demo` first) unless feats/sizes ask for other features, which are prepared
 under runs/ablation/. Appends one JSON line per run to runs/ablation/results.jsonl. Run it from the repository root.
 """
 import json, sys, time, shutil
@@ -58,7 +58,7 @@ def main(name, *kv):
     if sizes:
         lo, hi = sizes.split(',')
         SHAPE_SIZES.update(small=tuple(map(float, lo.split(':'))), large=tuple(map(float, hi.split(':'))))
-    if feats == 's5' and not sizes: data = Path('demo_out/shapes')
+    if feats == 's5' and not sizes: data = Path('demo_out/data')
     else:
         data = ROOT/f"data_{feats}_{sizes.replace(':', '-').replace(',', '_')}"
         if not (data/'vocab.json').exists():

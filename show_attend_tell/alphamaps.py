@@ -131,7 +131,7 @@ def box_mask(boxes:list, # normalised [x0, y0, x1, y1] boxes
 
 # %% ../nbs/17_alphamaps.ipynb #6c05c03a
 def union_mask(masks)->np.ndarray:
-    "OR of instance masks, built one at a time (each may be an array or a zero-argument function returning one)."
+    "OR of instance masks, built one at a time (each may be an array or a zero-argument function returning one); None for no mask."
     out = None
     for m in masks:
         m = np.asarray(m() if callable(m) else m)

@@ -10,8 +10,12 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from .core import SATError
 
 # %% auto #0
-__all__ = ['Attention', 'soft_context', 'hard_context', 'doubly_stochastic_penalty', 'AttentionError', 'grid_size_of', 'to_numpy',
+__all__ = ['AttentionError', 'Attention', 'soft_context', 'hard_context', 'doubly_stochastic_penalty', 'grid_size_of', 'to_numpy',
            'check_alphas']
+
+# %% ../nbs/12_attention.ipynb #c8536f1f
+class AttentionError(SATError):
+    "Attention that does not fit what it is used with (weights of the wrong shape, a location table of another grid): the message says what to give."
 
 # %% ../nbs/12_attention.ipynb #0bf03214
 class Attention(nn.Module):
@@ -39,7 +43,7 @@ class Attention(nn.Module):
         if L == n: return self.where
         g, g0 = round(L ** .5), round(n ** .5)
         if g * g != L or g0 * g0 != n:
-            raise ValueError(f"f_att has a location table for {n} locations and cannot map it onto {L} annotation vectors "
+            raise AttentionError(f"f_att has a location table for {n} locations and cannot map it onto {L} annotation vectors "
                              "(not a square grid); use features of the grid the model was trained on (config grid_size)")
         grid = self.where.T.reshape(1, A, g0, g0)
         return F.interpolate(grid, size=(g, g), mode='bilinear', align_corners=False).reshape(A, L).T
@@ -103,10 +107,6 @@ def doubly_stochastic_penalty(alphas:torch.Tensor, # (B, T, L) attention weights
     gap = (1 - a.sum(1)) ** 2                      # (B, L): how far each location's total attention is from 1
     if feat_mask is not None: gap = gap * feat_mask
     return gap.sum(1)
-
-# %% ../nbs/12_attention.ipynb #c8536f1f
-class AttentionError(SATError):
-    "Attention weights of the wrong shape for what they are used with: the message says what to give."
 
 # %% ../nbs/12_attention.ipynb #1a4b76ae
 def grid_size_of(L:int)->int:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_cache.ipynb #6b34a033
 from __future__ import annotations
-import math, os
+import math, os, queue, threading
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from .core import SATError, read_json, write_json
 
 # %% auto #0
 __all__ = ['CACHE_VERSION', 'CacheError', 'shard_name', 'human_bytes', 'npy_header', 'ShardWriter', 'check_manifest',
-           'CacheWriter', 'FeatureCache', 'free_memory']
+           'CacheWriter', 'ShardQueue', 'FeatureCache', 'free_memory']
 
 # %% ../nbs/08_cache.ipynb #0e9897c7
 class CacheError(SATError):
@@ -53,7 +53,7 @@ class ShardWriter:
         np.lib.format.write_array_header_1_0(self.f, {'descr': np.dtype(np.float16).str, 'fortran_order': False, 'shape': self.shape})
     def write(self, a:np.ndarray):
         "Append rows (k, L, D)."
-        self.f.write(np.ascontiguousarray(a, dtype=np.float16).tobytes()); self.rows += len(a)
+        self.f.write(memoryview(np.ascontiguousarray(a, dtype=np.float16))); self.rows += len(a)   # (no copy to bytes)
     def commit(self):
         "Flush to the disk and rename into place; every row must have been written."
         if self.rows != self.shape[0]: raise CacheError(f"{self.path}: {self.rows} rows written of {self.shape[0]}")
@@ -132,6 +132,56 @@ class CacheWriter:
                                                'bad_images': [p for p, _ in bad]})
         self.complete, self.todo = True, []
         return bad
+
+# %% ../nbs/08_cache.ipynb #25bd182c
+class ShardQueue:
+    "The rows of a `CacheWriter`'s shards, written in order by one background thread from a queue of `depth` blocks."
+    def __init__(self, cw:CacheWriter, # the cache being written
+                 depth:int=4, # row blocks queued at most (0: write in the caller's thread)
+                 on_shard=None # called with each shard's index once it is on disk (in the writer thread)
+                ):
+        self.cw, self.depth, self.on_shard, self.error = cw, depth, on_shard, None
+        self.writer, self.k, self.bad, self.thread = None, None, [], None
+        self.q = queue.Queue(maxsize=depth) if depth > 0 else None
+
+    def put(self, k:int, rows:np.ndarray, bad:list|None=None):
+        "Append rows (n, L, D) to shard `k` (each shard from its first row, in order); `bad`: [path, reason] of unreadable ones."
+        self._raise()
+        if self.q is None: return self._write(k, rows, bad)
+        if self.thread is None:       # started late: DataLoader workers are forked before a thread exists
+            self.thread = threading.Thread(target=self._run, name='sat-shard-writer', daemon=True); self.thread.start()
+        self.q.put((k, rows, bad))
+
+    def close(self, raise_error:bool=True):
+        "Write every queued block and stop the thread; an incomplete shard is discarded. Raises a writer error (`raise_error`)."
+        if self.thread is not None and self.thread.is_alive(): self.q.put(None); self.thread.join()
+        self._abort()
+        if raise_error: self._raise()
+
+    def _write(self, k, rows, bad):
+        if self.writer is None: self.writer, self.k, self.bad = self.cw.open_shard(k), k, []
+        elif k != self.k: raise CacheError(f"{self.cw.path}: rows for shard {k} while shard {self.k} is incomplete")
+        self.bad += bad or []
+        self.writer.write(rows)
+        if self.writer.rows == self.writer.shape[0]:
+            w, self.writer = self.writer, None
+            self.cw.commit(k, w, self.bad)
+            if self.on_shard is not None: self.on_shard(k)
+
+    def _run(self):
+        while (item := self.q.get()) is not None:
+            if self.error is None:                             # after an error: take the blocks, write nothing
+                try: self._write(*item)
+                except BaseException as e: self.error = e
+        self._abort()
+
+    def _abort(self):
+        if self.writer is not None: self.writer.abort(); self.writer = None
+
+    def _raise(self):
+        if self.error is not None:
+            e, self.error = self.error, None
+            raise e
 
 # %% ../nbs/08_cache.ipynb #73ecc8ae
 class FeatureCache:

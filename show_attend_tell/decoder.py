@@ -6,12 +6,17 @@
 from __future__ import annotations
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
+from .core import SATError
 from .config import Config
 from .vocab import PAD, START
 from .attention import Attention, soft_context, hard_context
 
 # %% auto #0
-__all__ = ['ShowAttendTell', 'arctic_init_', 'StepsLinear']
+__all__ = ['DecoderError', 'ShowAttendTell', 'arctic_init_', 'StepsLinear']
+
+# %% ../nbs/13_decoder.ipynb #be936513
+class DecoderError(SATError):
+    "A call the model cannot serve (images without an encoder, an unknown attention mode): the message says what to give."
 
 # %% ../nbs/13_decoder.ipynb #e1a08fa1
 class ShowAttendTell(nn.Module):
@@ -76,16 +81,23 @@ def normalize_annotations(self:ShowAttendTell, feats:torch.Tensor)->torch.Tensor
     return F.layer_norm(feats.to(torch.promote_types(feats.dtype, torch.float32)), feats.shape[-1:])
 
 # %% ../nbs/13_decoder.ipynb #1f826c87
+def _dtypes(model, x:torch.Tensor)->tuple:
+    "(state dtype, compute dtype): h, c and the gates in the weights' dtype; the annotations in autocast's while it is on."
+    sd, dev = model.zh_gates.weight.dtype, x.device.type
+    return sd, (torch.get_autocast_dtype(dev) if sd == torch.float32 and torch.is_autocast_enabled(dev) else sd)
+
 @patch
 def init_state(self:ShowAttendTell, feats:torch.Tensor, # (B, L, D) annotation vectors
                feat_mask:torch.Tensor|None=None # (B, L) bool, True at real locations
               )->dict:
     "h_0, c_0 = tanh(MLP(mean annotation)) (section 3.1.2; a ReLU layer first with `init_layers=2`), and the annotations, projected once for f_att."
+    sd, cd = _dtypes(self, feats)
     feats = self.normalize_annotations(feats)
-    if feat_mask is None: mean = feats.mean(1)
-    else: mean = (feats * feat_mask[..., None]).sum(1) / feat_mask.sum(1, keepdim=True).clamp_min(1)
+    if feat_mask is None: mean = feats.mean(1, dtype=sd)
+    else: mean = (feats.to(sd) * feat_mask[..., None]).sum(1) / feat_mask.sum(1, keepdim=True).clamp_min(1)
     if self.init_mlp is not None: mean = self.drop(torch.relu(self.init_mlp(mean)))   # init_layers=2 (arctic)
-    return dict(h=torch.tanh(self.init_h(mean)), c=torch.tanh(self.init_c(mean)), feats=feats,
+    feats = feats.to(cd)                              # under autocast: cast once here, not at every step
+    return dict(h=torch.tanh(self.init_h(mean).to(sd)), c=torch.tanh(self.init_c(mean).to(sd)), feats=feats,
                 proj=self.attention.project(feats), mask=feat_mask, width=1)
 
 # %% ../nbs/13_decoder.ipynb #a1069954
@@ -110,21 +122,23 @@ def embed_words(self:ShowAttendTell, words:torch.Tensor # (…,) word ids
 
 # %% ../nbs/13_decoder.ipynb #8d0dc67f
 @patch
-def _lstm(self:ShowAttendTell, x_gates:torch.Tensor, # (R, 4n): the E y_{t−1} part of the gates
+def _lstm(self:ShowAttendTell, x_gates:torch.Tensor, # (R, 4n): the E y_{t−1} part of the gates, in the state's dtype
           state:dict, mode:str='soft',
           zh_gates=None # what computes [ẑ_t; h_{t−1}] W_zhᵀ: `self.zh_gates` (None), or a `StepsLinear` in training
          )->dict:
     "One recurrence step: attention, context, gate and LSTM (eq. 1–5, 8–9, 13). R rows = G images × width."
     h, c, feats = state['h'], state['c'], state['feats']
-    log_alpha = self.attention(state['proj'], h, state['mask'])             # (R, L)  eq. 4–5
+    hc = h.to(feats.dtype)                                                   # h_{t−1} for the products: autocast's dtype under AMP
+    log_alpha = self.attention(state['proj'], hc, state['mask'])            # (R, L)  eq. 4–5
     out = {}
     if mode == 'hard':
         z, s, logp, ent = hard_context(log_alpha, feats)                      # eq. 8–9
         out.update(samples=s, sample_logp=logp, entropy=ent)
     else: z = soft_context(log_alpha.exp(), feats)                           # eq. 13
-    beta = torch.sigmoid(self.beta(h)) if self.beta is not None else z.new_ones(len(z), 1)
+    beta = torch.sigmoid(self.beta(hc)) if self.beta is not None else z.new_ones(len(z), 1)
     z = beta * z                                                             # section 4.2.1
-    i, f, o, g = (x_gates + (zh_gates or self.zh_gates)(torch.cat([z, h], 1))).chunk(4, 1)
+    zh = (zh_gates or self.zh_gates)(torch.cat([z, hc], 1))                 # [ẑ_t; h_{t−1}] W_zhᵀ
+    i, f, o, g = (x_gates + zh.to(x_gates.dtype)).chunk(4, 1)               # eq. 1: the gates in the state's dtype
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)             # eq. 2
     h = torch.sigmoid(o) * torch.tanh(c)                                     # eq. 3
     return dict(out, h=h, c=c, z=z, log_alpha=log_alpha, beta=beta.squeeze(1))
@@ -135,7 +149,7 @@ class _StepsWeightGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight, xs:list, T:int, B:int, amp_dtype):
         ctx.xs, ctx.amp_dtype, ctx.w_dtype = xs, amp_dtype, weight.dtype   # `xs` is filled with X_t after this call
-        return tuple(weight.new_zeros(B, weight.shape[0]) for _ in range(T))
+        return tuple(weight.new_zeros(B, weight.shape[0], dtype=amp_dtype or weight.dtype) for _ in range(T))
 
     @staticmethod
     def backward(ctx, *dys):
@@ -152,11 +166,13 @@ class StepsLinear:
         dev = weight.device.type
         amp = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
         self.weight, self.xs = weight, []
+        # Wᵀ in autocast's dtype once per pass: autocast caches the casts of parameters, not of this detached view
+        self.wt = (weight.detach() if amp is None else weight.detach().to(amp)).t()
         self.taps = iter(_StepsWeightGrad.apply(weight, self.xs, T, B, amp))
 
     def __call__(self, x:torch.Tensor)->torch.Tensor:
         self.xs.append(x.detach())
-        return torch.addmm(next(self.taps), x, self.weight.detach().t())
+        return torch.addmm(next(self.taps), x, self.wt)
 
 ShowAttendTell.steps_weight_grad = True   # False: autograd's per-step weight gradient (for comparison)
 
@@ -165,7 +181,7 @@ ShowAttendTell.steps_weight_grad = True   # False: autograd's per-step weight gr
 def encode(self:ShowAttendTell, images:torch.Tensor # (B, 3, S, S), prepared by `encoder.transform`
           )->torch.Tensor:
     "Annotation vectors (B, L, D) from images, through the model's encoder (gradients only if it is being fine-tuned)."
-    if self.encoder is None: raise ValueError("this ShowAttendTell has no encoder: give it annotation vectors (B, L, D)")
+    if self.encoder is None: raise DecoderError("this ShowAttendTell has no encoder: give it annotation vectors (B, L, D)")
     if any(p.requires_grad for p in self.encoder.parameters()): return self.encoder(images)
     with torch.no_grad(): return self.encoder(images)
 
@@ -175,7 +191,7 @@ def _mode(self:ShowAttendTell, attention_mode:str|None)->str:
     if attention_mode is None:
         return 'soft' if self.cfg.attention == 'soft' else ('hard' if self.training else 'expected')
     if attention_mode not in ('soft', 'hard', 'expected'):
-        raise ValueError(f"attention_mode must be None, 'soft', 'hard' or 'expected', got {attention_mode!r}")
+        raise DecoderError(f"attention_mode must be None, 'soft', 'hard' or 'expected', got {attention_mode!r}")
     return attention_mode
 
 @patch
@@ -188,7 +204,7 @@ def forward(self:ShowAttendTell, feats:torch.Tensor, # (B, L, D) annotation vect
     if feats.dim() == 4: feats = self.encode(feats)
     mode = self._mode(attention_mode)
     emb = self.embed_words(captions[:, :-1])                                 # (B, T, m)
-    x_gates = self.x_gates(emb)                                              # (B, T, 4n), for all steps at once
+    x_gates = self.x_gates(emb).to(self.zh_gates.weight.dtype)               # (B, T, 4n), all steps at once, in the state's dtype
     state, steps, T = self.init_state(feats, feat_mask), [], emb.shape[1]
     W = self.zh_gates.weight
     zh = StepsLinear(W, T, len(emb)) if self.steps_weight_grad and T and torch.is_grad_enabled() and W.requires_grad else None
@@ -210,7 +226,7 @@ def step(self:ShowAttendTell, prev_words:torch.Tensor, # (R,) the previous word 
         )->tuple:
     "(log p(y_t) (R, K), α_t (R, L), new state): one decoding step with the expected context."
     emb = self.embed_words(prev_words)
-    st = self._lstm(self.x_gates(emb), state, 'expected')
+    st = self._lstm(self.x_gates(emb).to(self.zh_gates.weight.dtype), state, 'expected')
     logits = self.word_logits(emb, st['h'], st['z'])
     logp = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)   # ≥ fp32 under AMP
     return logp, st['log_alpha'].exp(), dict(state, h=st['h'], c=st['c'])

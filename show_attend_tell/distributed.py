@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['is_distributed', 'process_rank', 'init_distributed', 'all_mean', 'broadcast_object', 'average_gradients',
-           'epoch_seed']
+__all__ = ['is_distributed', 'process_rank', 'world_size', 'init_distributed', 'all_sum', 'all_mean', 'broadcast_object',
+           'all_gather_objects', 'average_gradients', 'epoch_seed']
 
 # %% ../nbs/10_distributed.ipynb #cdfac8a8
 def is_distributed()->bool:
@@ -22,6 +22,11 @@ def is_distributed()->bool:
 def process_rank()->int:
     "This process's rank in the group (0 outside one)."
     return dist.get_rank() if is_distributed() else 0
+
+# %% ../nbs/10_distributed.ipynb #22f99d3f
+def world_size()->int:
+    "The number of processes in the group (1 outside one)."
+    return dist.get_world_size() if is_distributed() else 1
 
 # %% ../nbs/10_distributed.ipynb #8c094799
 def init_distributed(device:torch.device)->tuple:
@@ -36,11 +41,21 @@ def init_distributed(device:torch.device)->tuple:
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo'); started = True
     return dist.get_rank(), dist.get_world_size(), local, device, started
 
+# %% ../nbs/10_distributed.ipynb #f305cae8
+def _collective_device()->torch.device:
+    "Where a collective's tensors must be: this process's GPU for NCCL, the CPU for gloo."
+    return torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+
+def all_sum(x:torch.Tensor)->torch.Tensor:
+    "The sum of `x` over the processes of the group, on `x`'s device (`x` itself on one process)."
+    if not is_distributed(): return x
+    y = x.to(_collective_device(), copy=True); dist.all_reduce(y); return y.to(x.device)
+
 # %% ../nbs/10_distributed.ipynb #c5c9643e
 def all_mean(x:torch.Tensor)->torch.Tensor:
     "The mean of `x` over the processes of the group (`x` itself on one process)."
     if not is_distributed(): return x
-    x = x.clone(); dist.all_reduce(x); return x / dist.get_world_size()
+    return all_sum(x) / dist.get_world_size()
 
 # %% ../nbs/10_distributed.ipynb #94f94f95
 def broadcast_object(obj, src:int=0):
@@ -49,6 +64,14 @@ def broadcast_object(obj, src:int=0):
     box = [obj if dist.get_rank() == src else None]
     dist.broadcast_object_list(box, src)
     return box[0]
+
+# %% ../nbs/10_distributed.ipynb #6b82e7bc
+def all_gather_objects(obj)->list:
+    "[rank 0's `obj`, rank 1's, …] (any picklable values) on every process; `[obj]` on one process."
+    if not is_distributed(): return [obj]
+    box = [None] * dist.get_world_size()
+    dist.all_gather_object(box, obj)
+    return box
 
 # %% ../nbs/10_distributed.ipynb #426a96e1
 def average_gradients(model:torch.nn.Module):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_features.ipynb #9600ced2
 from __future__ import annotations
-import hashlib, sys, time, warnings
+import hashlib, os, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -18,10 +18,10 @@ from .hub import is_hub_uri, read_hf_dataset
 from .vocab import Vocab, build_vocab
 from .shapes import make_shapes
 from .encoder import get_encoder
-from .cache import CacheWriter, FeatureCache, human_bytes
+from .cache import CacheWriter, FeatureCache, ShardQueue, human_bytes
 
 # %% auto #0
-__all__ = ['cache_signature', 'prepare_features', 'load_prepared', 'is_hf_dataset', 'prepare', 'sat_prepare']
+__all__ = ['cache_signature', 'prepare_workers', 'prepare_features', 'load_prepared', 'is_hf_dataset', 'prepare', 'sat_prepare']
 
 # %% ../nbs/09_features.ipynb #e4abdd74
 def _weights_sha1(module)->str:
@@ -52,9 +52,27 @@ class _ImageFiles(torch.utils.data.Dataset):
         try: return self.transform(load_image(self.paths[i])), None
         except DataError as e: return None, str(e)
 
-def _collate_files(items): return [x for x, _ in items], [e for _, e in items]
+def _collate_files(items):
+    "(the readable images stacked (n, 3, H, W) or None, their positions in the batch, each item's error or None)."
+    ok = [j for j, (x, _) in enumerate(items) if x is not None]
+    return (torch.stack([items[j][0] for j in ok]) if ok else None), ok, [e for _, e in items]
+
+def prepare_workers(device)->int:
+    "`prepare_features`'s default `num_workers`: none on the CPU (the encoder needs the cores), else the spare cores, at most 4."
+    if torch.device(device).type == 'cpu': return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return max(0, min(4, cores - 1))
 
 # %% ../nbs/09_features.ipynb #2b617797
+def _encode(encoder, x:torch.Tensor, dev, L:int, D:int, name)->np.ndarray:
+    "Features (n, L, D) of images `x` as float16, made on `dev` (half the bytes come back from a GPU)."
+    with torch.inference_mode():
+        y = encoder(x.to(dev, non_blocking=True))
+        if tuple(y.shape[1:]) != (L, D):
+            raise DataError(f"encoder {name!r} returned features of shape {tuple(y.shape[1:])}, "
+                            f"not (L, D) = ({L}, {D}) from its grid_size and feat_dim")
+        return torch.clamp(y, -65504, 65504).to(torch.float16).cpu().numpy()
+
 def prepare_features(data:CaptionData, # the images to encode (every split)
                      encoder, # a module with .feat_dim, .grid_size, .transform and forward(images) -> (B, L, D)
                      out_dir, # the cache folder
@@ -63,9 +81,10 @@ def prepare_features(data:CaptionData, # the images to encode (every split)
                      shard_size:int=1000, # images per shard file
                      device='cpu',
                      skip_bad:bool=False, # give unreadable images zero features and list them, instead of stopping
-                     num_workers:int=0, # processes reading images
+                     num_workers:int|None=None, # processes reading images (None: `prepare_workers(device)`)
                      progress:bool=True, # show the progress bar and messages
-                     on_shard=None # called with the index of each shard once it is on disk
+                     on_shard=None, # called with the index of each shard once it is on disk (in the writer thread)
+                     write_ahead:int=4 # encoded batches queued for the shard writer thread (0: write between batches)
                     )->FeatureCache:
     "Run `encoder` over every image of `data` and write the sharded float16 feature cache; resumes an interrupted run."
     if not data.records: raise DataError(f"{data.name} has no images to encode")
@@ -81,33 +100,25 @@ def prepare_features(data:CaptionData, # the images to encode (every split)
     encoder = encoder.to(dev).eval()
     spans = [list(range(k*S + s, k*S + min(s + bs, cw.rows(k)))) for k in cw.todo for s in range(0, cw.rows(k), bs)]
     loader = torch.utils.data.DataLoader(_ImageFiles([data.image_path(i) for i in range(N)], encoder.transform),
-                                         batch_sampler=spans, collate_fn=_collate_files, num_workers=num_workers)
+                                         batch_sampler=spans, collate_fn=_collate_files, pin_memory=dev.type == 'cuda',
+                                         num_workers=prepare_workers(dev) if num_workers is None else num_workers)
     pb = progress_bar(loader, total=len(spans), display=progress) if progress and spans else loader
-    writer, bad, done, t0 = None, [], 0, time.time()
+    shards, done, t0 = ShardQueue(cw, write_ahead, on_shard), 0, time.time()
     try:
-        for span, (xs, errs) in zip(spans, pb):
-            k = span[0]//S
-            if writer is None: writer, bad = cw.open_shard(k), []
-            for i, e in zip(span, errs):
-                if e is None: continue
-                if not skip_bad: raise DataError(e)
-                bad.append([data[i].path, e])
-            ok = [j for j, x in enumerate(xs) if x is not None]
-            feats = np.zeros((len(xs), L, D), np.float16)
-            if ok:
-                with torch.inference_mode(): y = encoder(torch.stack([xs[j] for j in ok]).to(dev))
-                if tuple(y.shape[1:]) != (L, D):
-                    raise DataError(f"encoder {cw.manifest['encoder']!r} returned features of shape {tuple(y.shape[1:])}, "
-                                    f"not (L, D) = ({L}, {D}) from its grid_size and feat_dim")
-                feats[ok] = y.float().clamp(-65504, 65504).cpu().numpy().astype(np.float16)
-            writer.write(feats)
-            done += len(xs)
+        for span, (x, ok, errs) in zip(spans, pb):
+            bad = [[data[i].path, e] for i, e in zip(span, errs) if e is not None]
+            if bad and not skip_bad: raise DataError(bad[0][1])
+            feats = None if x is None else _encode(encoder, x, dev, L, D, cw.manifest['encoder'])
+            if len(ok) < len(span):                             # unreadable images: zero rows
+                rows = np.zeros((len(span), L, D), np.float16)
+                if ok: rows[ok] = feats
+                feats = rows
+            shards.put(span[0]//S, feats, bad)                  # written by the writer thread meanwhile
+            done += len(span)
             if pb is not loader: pb.comment = f"{done/(time.time() - t0):.1f} images/s"
-            if writer.rows == writer.shape[0]:
-                cw.commit(k, writer, bad); writer = None
-                if on_shard is not None: on_shard(k)
-    finally:
-        if writer is not None: writer.abort()
+    except BaseException:
+        shards.close(raise_error=False); raise
+    shards.close()
     bad_all = cw.finish()
     if done: say(f"encoded {done} images in {time.time() - t0:.1f} s ({done/(time.time() - t0 + 1e-9):.1f} images/s)")
     if bad_all: say(f"skipped {len(bad_all)} unreadable images: " + '; '.join(e for _, e in bad_all[:5]) + (' …' if len(bad_all) > 5 else ''))
@@ -141,7 +152,7 @@ def is_hf_dataset(dataset)->bool:
 # %% ../nbs/09_features.ipynb #548e7df2
 def prepare(dataset:str='shapes', images=None, out='data/shapes', encoder=None, preset:str|None=None,
             bs:int=32, shard_size:int=1000, skip_bad:bool=False, device:str='auto', split:str|None=None,
-            n_train:int=2000, n_val:int=200, n_test:int=200, seed:int=0, num_workers:int=0, progress:bool=True,
+            n_train:int=2000, n_val:int=200, n_test:int=200, seed:int=0, num_workers:int|None=None, progress:bool=True,
             vocab_size:int|None=None, min_word_count:int|None=None,
             image_column:str|None=None, caption_columns=None, split_column:str|None=None, name:str|None=None, # hub datasets
            )->Path:
@@ -181,7 +192,7 @@ def sat_prepare(dataset:str, # a Karpathy split file, a COCO captions_*.json, a 
                 n_val:int=200, # shapes: validation images
                 n_test:int=200, # shapes: test images
                 seed:int=0, # shapes: the generator's seed
-                num_workers:int=0, # processes reading images
+                num_workers:int=None, # processes reading images (default: none on the CPU; on a GPU the spare cores, at most 4)
                 vocab_size:int=None, # words kept (default: the preset's); the cache does not depend on it
                 min_word_count:int=None, # rarer training words become <unk> (default: the preset's)
                 image_column:str=None, # hub datasets: the column of the images (default: found by name)

@@ -21,30 +21,48 @@ with warnings.catch_warnings():   # fastai's imports trip deprecation warnings o
     import fastai.callback.fp16, fastai.callback.schedule    # they add Learner.to_fp16 / to_bf16 and fit_one_cycle
     from fastai.data.core import DataLoaders
     from fastai.optimizer import OptimWrapper
-from .core import write_json
+from .core import SATError, write_json
 from .config import Config, amp_dtype
-from .vocab import Vocab
-from .losses import CaptionLoss
+from .vocab import PAD, Vocab
+from .losses import CaptionLoss, caption_entropy
 from .decoding import greedy_decode, model_device
 from .metrics import score_captions
-from .distributed import is_distributed, process_rank, all_mean, broadcast_object, epoch_seed
-from .loaders import get_eval_dl
+from .distributed import (is_distributed, process_rank, world_size, all_mean, all_sum, all_gather_objects,
+                                          broadcast_object, epoch_seed)
+from .loaders import get_eval_dl, shard_eval_dl
 from .optimizers import ArcticOptimizer
 from .checkpoint import save_checkpoint, unwrap
 
 # %% auto #0
-__all__ = ['TeacherForced', 'TeacherForcingCallback', 'HardAttentionCallback', 'TokenNLL', 'generated_bleu', 'BleuCallback',
-           'EpochSeedCallback', 'CheckpointCallback', 'opt_func_of', 'SATLearner', 'references_of', 'make_learner']
+__all__ = ['LearnerError', 'TeacherForced', 'TeacherForcingCallback', 'HardAttentionCallback', 'TokenNLL', 'AttentionEntropy',
+           'generated_bleu', 'BleuCallback', 'EpochSeedCallback', 'ShardedValidation', 'CheckpointCallback',
+           'opt_func_of', 'SATLearner', 'references_of', 'make_learner']
+
+# %% ../nbs/23_learner.ipynb #ca34c730
+class LearnerError(SATError):
+    "A learner that cannot be built as asked: the message names the missing argument."
 
 # %% ../nbs/23_learner.ipynb #8de91cf0
+def _compiled(model:nn.Module, backend):
+    "`model` through `torch.compile`, allowed a graph per caption length and attention mode."
+    model.steps_weight_grad = False     # its custom backward keeps Python state that torch.compile cannot trace: autograd's own
+    c, n = torch._dynamo.config, 4 * (model.cfg.max_caption_len + 2)
+    c.recompile_limit, c.accumulated_recompile_limit = max(c.recompile_limit, n), max(c.accumulated_recompile_limit, n)
+    return torch.compile(model, backend='inductor' if backend is True else backend)
+
 class TeacherForced(nn.Module):
     "fastai's view of a `ShowAttendTell`: forward(feats, captions) → its output dict, in the chosen attention mode."
-    def __init__(self, model:nn.Module, hard:bool=False):
+    def __init__(self, model:nn.Module, hard:bool=False,
+                 compile=False): # the training forward (and backward) through `torch.compile`: True (inductor) or a backend
         super().__init__()
         self.model, self.hard, self.attention_mode = model, hard, None
+        object.__setattr__(self, 'compiled', _compiled(model, compile) if compile else None)   # not a submodule: no second copy in state_dict
     def forward(self, feats, captions):
         mode = (self.attention_mode if self.training else 'expected') if self.hard else None
-        return self.model(feats, captions, attention_mode=mode)
+        if self.compiled is None or not (self.training and torch.is_grad_enabled()):
+            return self.model(feats, captions, attention_mode=mode)
+        for x in (feats, captions): torch._dynamo.maybe_mark_dynamic(x, 0)   # any batch size: a graph per length
+        return self.compiled(feats, captions, attention_mode=mode)
 
 # %% ../nbs/23_learner.ipynb #dac71c71
 class TeacherForcingCallback(Callback):
@@ -105,21 +123,37 @@ class TokenNLL(Metric):
     @property
     def name(self): return 'nll'
 
+# %% ../nbs/23_learner.ipynb #1c1ee14a
+class AttentionEntropy(Metric):
+    "Validation: the mean entropy of α_t per word, in nats (log L for uniform attention), from the model's `alphas`."
+    def reset(self): self.total, self.count = 0., 0
+    def accumulate(self, learn):
+        self.total += float(caption_entropy(learn.pred['alphas']).sum()); self.count += int((learn.yb[0][:, 1:] != PAD).sum())
+    @property
+    def value(self): return self.total / self.count if self.count else float('nan')
+    @property
+    def name(self): return 'attn_entropy'
+
+
 # %% ../nbs/23_learner.ipynb #fd34e4e0
 def generated_bleu(model:nn.Module, # a step-API model (`ShowAttendTell`)
-                   eval_dl, # batches (feats, image indices), e.g. `loaders.get_eval_dl`
-                   refs:dict, # image index -> list of reference token lists
+                   eval_dl, # batches (feats, image indices), e.g. `loaders.get_eval_dl` (in a process group: this process's share)
+                   refs:dict, # image index -> list of reference token lists (on rank 0: of every image)
                    vocab:Vocab,
                    max_len:int=50 # decoding steps
                   )->tuple:
-    "(BLEU-4, {image index: caption}) of greedy captions of the images of `eval_dl`."
+    "(BLEU-4, {image index: caption}) of greedy captions of the images of `eval_dl`; in a group, of all shares, scored on rank 0."
     dev = model_device(model)
-    preds = {}
+    mine = {}
     for feats, idx in eval_dl:
         for i, o in zip(idx.tolist(), greedy_decode(model, feats.to(dev), max_len=max_len)):
-            preds[i] = ' '.join(vocab.decode(o['ids']))
-    gts = {i: [' '.join(t) for t in refs[i]] for i in preds}
-    return score_captions(preds, gts, metrics=('bleu',), tokenizer='python')['BLEU-4'], preds
+            mine[i] = ' '.join(vocab.decode(o['ids']))
+    preds = dict(sorted((i, c) for part in all_gather_objects(mine) for i, c in part.items()))
+    score = None
+    if process_rank() == 0:
+        gts = {i: [' '.join(t) for t in refs[i]] for i in preds}
+        score = score_captions(preds, gts, metrics=('bleu',), tokenizer='python')['BLEU-4']
+    return broadcast_object(score), preds
 
 # %% ../nbs/23_learner.ipynb #85141b6e
 class BleuCallback(Callback):
@@ -133,8 +167,7 @@ class BleuCallback(Callback):
     def after_validate(self):
         self.value = float('nan')
         if not self.in_fit or not ((self.epoch + 1) % self.every == 0 or self.epoch + 1 == self.n_epoch): return
-        v = generated_bleu(unwrap(self.model), self.eval_dl, self.refs, self.vocab, self.max_len)[0] if process_rank() == 0 else 0.
-        self.value = float(broadcast_object(v))
+        self.value = float(generated_bleu(unwrap(self.model), self.eval_dl, self.refs, self.vocab, self.max_len)[0])
     def metric(self): return ValueMetric(lambda: self.value, 'bleu4')
 
 # %% ../nbs/23_learner.ipynb #9d4225c8
@@ -147,6 +180,16 @@ class EpochSeedCallback(Callback):
         random.seed(s); np.random.seed(s); torch.manual_seed(s)
         if hasattr(self.dls.train, 'epoch'): self.dls.train.epoch = self.epoch
 
+# %% ../nbs/23_learner.ipynb #ec22bbba
+class ShardedValidation(Callback):
+    "In a process group: add up, over the processes, the sums behind the validation metrics (each process validated its share)."
+    order = 45      # after BleuCallback (40), before the Recorder (50) reads the values
+    def after_validate(self):
+        if not is_distributed(): return
+        mets = [m for m in (self.recorder.loss, *self.learn.metrics) if hasattr(m, 'total') and hasattr(m, 'count')]
+        sums = all_sum(torch.tensor([[float(m.total), float(m.count)] for m in mets], dtype=torch.float64))
+        for m, (total, count) in zip(mets, sums.tolist()): m.total, m.count = total, count
+
 # %% ../nbs/23_learner.ipynb #6758e1cf
 def _num(v):
     "A logged value as a float, or None where it was not computed (NaN)."
@@ -154,7 +197,7 @@ def _num(v):
     return None if math.isnan(v) else v
 
 class CheckpointCallback(Callback):
-    "Log each epoch, save `last.pth` every epoch and `best.pth` on improvement, and stop after `patience` evaluations without one."
+    "Log each epoch, save `last.pth` every epoch and `best.pth` on improvement, and stop after `patience` evaluations without one (rank 0 decides)."
     order = 70      # after the Recorder (50) has the epoch's values
     def __init__(self, out_dir, cfg:Config, vocab:Vocab, feat_dim:int, encoder:str|None=None,
                  patience:int|None=None, progress:bool=True):
@@ -169,7 +212,7 @@ class CheckpointCallback(Callback):
 
     def after_epoch(self):
         names = [n for n in self.recorder.metric_names[1:] if n != 'time']
-        row = {'epoch': self.epoch, **{n: _num(v) for n, v in zip(names, self.recorder.values[-1])}}
+        row = {'epoch': self.epoch, **{n: _num(v) for n, v in zip(names, self.recorder.values[-1])}, 'lr': self.opt.hypers[-1]['lr']}
         st = self.state
         st['history'].append(row)
         mon = 'nll' if self.cfg.early_stop == 'nll' else 'bleu4' if 'bleu4' in row else 'valid_loss'
@@ -180,6 +223,7 @@ class CheckpointCallback(Callback):
             if improved: st.update(best=v, best_epoch=self.epoch, wait=0)
             else: st['wait'] += 1
         st['stopped'] = st['wait'] >= self.patience
+        self.state = st = broadcast_object(st)    # rank 0's bookkeeping is every process's: one decision, taken together
         if process_rank() == 0:
             if improved:
                 self._save('best.pth')
@@ -202,6 +246,7 @@ class SATLearner(Learner):
     "A fastai `Learner` whose epoch loop starts at `first_epoch` (0 for a new run, the epochs done for a resumed one)."
     first_epoch = 0
     def _do_fit(self):
+        self.train_iter = self.first_epoch * len(self.dls.train)   # the loggers' step count goes on where it stopped
         for epoch in range(self.first_epoch, self.n_epoch):
             self.epoch = epoch
             self._with_events(self._do_epoch, 'epoch', CancelEpochException)
@@ -224,18 +269,19 @@ def make_learner(dls:DataLoaders, # (feats, captions) batches: `loaders.get_dls`
                  reduction:str='caption', # `CaptionLoss` reduction
                  mixed_precision:bool=True, # bf16/fp16 autocast on CUDA (ignored on CPU)
                  progress:bool=True, # fastai progress bars and epoch table
+                 compile=False, # compile the training step: True (`torch.compile`'s inductor) or a backend's name
                  cbs=None # more fastai callbacks
                 )->SATLearner:
     "A fastai `Learner` that trains `model` as section 4–5 describe (soft or hard attention by `cfg.attention`)."
     hard = cfg.attention == 'hard'
     dev = model_device(model)
-    net = TeacherForced(model, hard)
-    if is_distributed():
+    net = TeacherForced(model, hard, compile)
+    if is_distributed():   # no buffers to sync: processes may validate different numbers of batches
         net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == 'cuda' else None,
-                                      find_unused_parameters=hard)
+                                      find_unused_parameters=hard, forward_sync_buffers=False)
     vocab = vocab if vocab is not None else getattr(dls.valid.dataset, 'vocab', None)
     callbacks = [TeacherForcingCallback(), EpochSeedCallback(cfg.seed)]
-    metrics = [TokenNLL()]
+    metrics = [TokenNLL(), AttentionEntropy()]
     if cfg.grad_clip and cfg.grad_clip > 0: callbacks.append(GradientClip(cfg.grad_clip))
     if hard:
         hcb = HardAttentionCallback(cfg.hard_expected_prob, cfg.baseline_decay, cfg.seed)
@@ -244,14 +290,18 @@ def make_learner(dls:DataLoaders, # (feats, captions) batches: `loaders.get_dls`
         if eval_dl is None:
             pairs = dls.valid.dataset
             if getattr(pairs, 'cache', None) is None:
-                raise ValueError("make_learner: BLEU-4 needs eval_dl= (the validation images) when the data has no feature cache")
+                raise LearnerError("make_learner: BLEU-4 needs eval_dl= (the validation images) when the data has no feature cache")
             eval_dl = get_eval_dl(pairs.data, pairs.split, cache=pairs.cache, bs=max(cfg.batch_size, 32), device=dev)
-        bcb = BleuCallback(eval_dl, references_of(eval_dl), vocab, cfg.bleu_every, cfg.max_decode_len)
+        refs = references_of(eval_dl)
+        if is_distributed() and hasattr(getattr(eval_dl, 'dataset', None), 'image_idx'):   # each process its share of the images
+            eval_dl = shard_eval_dl(eval_dl, process_rank(), world_size())
+        bcb = BleuCallback(eval_dl, refs, vocab, cfg.bleu_every, cfg.max_decode_len)
         callbacks.append(bcb); metrics.append(bcb.metric())
     if out_dir is not None:
-        if vocab is None: raise ValueError("make_learner: saving checkpoints needs the vocabulary (vocab=)")
+        if vocab is None: raise LearnerError("make_learner: saving checkpoints needs the vocabulary (vocab=)")
         fd = feat_dim if feat_dim is not None else getattr(model, 'feat_dim', None)
         callbacks.append(CheckpointCallback(out_dir, cfg, vocab, fd, encoder, progress=progress))
+    if is_distributed(): callbacks.append(ShardedValidation())
     opt_func = opt_func_of(cfg)
     learn = SATLearner(dls, net, loss_func=CaptionLoss(cfg, reduction), opt_func=opt_func, lr=cfg.lr,
                        wd=cfg.weight_decay, metrics=metrics, cbs=callbacks + list(cbs or []))

@@ -4,20 +4,27 @@
 
 # %% ../nbs/11_loaders.ipynb #b03502ae
 from __future__ import annotations
-import math, warnings
+import copy, math, os, warnings
 from types import MethodType
 import numpy as np
 import torch
 with warnings.catch_warnings():   # fastai.layers calls torch.jit.script on import, which this torch deprecates
     warnings.filterwarnings('ignore', '.*torch.jit.script', FutureWarning)
-    from fastai.data.load import DataLoader as FastaiDataLoader
+    from fastai.data.load import DataLoader as FastaiDataLoader, _loaders
     from fastai.data.core import DataLoaders
+    from fastai.torch_core import to_detach
+from .core import SATError
 from .captions import DataError, CaptionData, load_image
 from .vocab import PAD, START, END, Vocab
 
 # %% auto #0
-__all__ = ['input_of', 'CaptionPairs', 'bucket_batches', 'pad_captions', 'collate_pairs', 'BucketDL', 'EncodeBatch', 'get_dls',
-           'ImageSet', 'get_eval_dl', 'shard_batches', 'ShardedBucketDL', 'shard_dl', 'shard_dls']
+__all__ = ['LoaderError', 'input_of', 'CaptionPairs', 'bucket_batches', 'pad_captions', 'collate_pairs', 'BucketDL',
+           'EncodeBatch', 'get_dls', 'default_num_workers', 'ImageSet', 'get_eval_dl', 'shard_batches',
+           'ShardedBucketDL', 'shard_dl', 'shard_dls', 'shard_eval_dl']
+
+# %% ../nbs/11_loaders.ipynb #f46b0b49
+class LoaderError(SATError):
+    "A loader built with arguments that do not fit together: the message names them and the fix."
 
 # %% ../nbs/11_loaders.ipynb #71b92be4
 def input_of(data, i, cache, transform):
@@ -42,7 +49,7 @@ class CaptionPairs(torch.utils.data.Dataset):
                  cache=None, # a `FeatureCache` to read features from …
                  encoder=None, # … or return images prepared by `encoder.transform`
                  max_len:int|None=None): # drop captions with more words (training)
-        if (cache is None) == (encoder is None): raise ValueError("give exactly one of `cache` and `encoder`")
+        if (cache is None) == (encoder is None): raise LoaderError("CaptionPairs: give exactly one of `cache` and `encoder`")
         self.data, self.split, self.vocab, self.cache = data, split, vocab, cache
         self.transform = None if encoder is None else encoder.transform
         self.image_idx, self.captions, self.n_dropped = [], [], 0
@@ -59,10 +66,13 @@ class CaptionPairs(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return input_of(self.data, int(self.image_idx[i]), self.cache, self.transform), torch.from_numpy(self.captions[i])
     def batch(self, idxs)->tuple:
-        "Examples `idxs` as one batch (as `collate_pairs` makes it); from a held cache, gathered by index on its device."
-        if getattr(self.cache, 'table', None) is None: return collate_pairs([self[i] for i in idxs])
+        "Examples `idxs` as one batch: features in float16 as the cache stores them (gathered by index where it is held), or images."
+        if self.cache is None: return collate_pairs([self[i] for i in idxs])
         idxs = np.asarray(idxs, dtype=np.int64)
-        return self.cache.rows(self.cache_rows[idxs]), pad_captions([torch.from_numpy(self.captions[i]) for i in idxs])
+        rows, table = self.cache_rows[idxs], getattr(self.cache, 'table', None)
+        if table is None: x = torch.from_numpy(np.stack([self.cache.get(int(r)) for r in rows]))
+        else: x = table[torch.as_tensor(rows, device=table.device)]   # (index_select stalls on a CPU shared with busy processes)
+        return x, pad_captions([torch.from_numpy(self.captions[i]) for i in idxs])
     def __repr__(self): return f"CaptionPairs({self.split}: {len(self)} captions of {len(set(self.image_idx.tolist()))} images)"
 
 # %% ../nbs/11_loaders.ipynb #67dcd4d8
@@ -108,8 +118,11 @@ def collate_pairs(items):
 # %% ../nbs/11_loaders.ipynb #fee6e4f7
 class BucketDL(FastaiDataLoader):
     "A fastai `DataLoader` of length-bucketed batches of a `CaptionPairs` (one caption length per batch)."
-    def __init__(self, dataset=None, bs:int=64, shuffle:bool=False, seed:int=0, drop_last:bool=False, **kwargs):
+    def __init__(self, dataset=None, bs:int=64, shuffle:bool=False, seed:int=0, drop_last:bool=False,
+                 dtype:torch.dtype=torch.float32, # what the features become on the loader's device
+                 **kwargs):
         self.max_bs, self.bucket_shuffle, self.seed, self.bucket_drop_last, self.epoch = bs, shuffle, seed, drop_last, 0
+        self.feat_dtype = dtype
         for k in ('n', 'indexed', 'batch_size', 'shuffled'): kwargs.pop(k, None)
         n = len(bucket_batches(dataset.lengths, bs, shuffle=False, drop_last=drop_last))
         super().__init__(dataset, bs=None, shuffle=False, drop_last=False, n=n, indexed=True, **kwargs)
@@ -134,11 +147,25 @@ class BucketDL(FastaiDataLoader):
         return ds.batch(b) if hasattr(ds, 'batch') else collate_pairs([ds[i] for i in b])
     def create_batch(self, b): return b
     def retain(self, res, b): return res
+    def feed(self, b)->tuple:
+        "Batch `b` on the loader's device: copied without blocking (from pinned memory on CUDA), the features then cast to `dtype`."
+        x, *rest = b
+        if self.device is not None:
+            x, rest = x.to(self.device, non_blocking=True), [r.to(self.device, non_blocking=True) for r in rest]
+        return (x.to(self.feat_dtype) if x.is_floating_point() else x, *rest)
+    def __iter__(self):
+        # fastai's loop, with `feed` in place of its blocking `to_device`
+        self.randomize(); self.before_iter()
+        self._DataLoader__idxs = self.get_idxs()          # in the main process, not in the workers
+        for b in _loaders[self.fake_l.num_workers == 0](self.fake_l): yield self.after_batch(self.feed(b))
+        self.after_iter()
+        if hasattr(self, 'it'): del self.it
     def new(self, dataset=None, cls=None, **kwargs):
         kw = dict(bs=self.max_bs, shuffle=self.bucket_shuffle, seed=self.seed, drop_last=self.bucket_drop_last,
-                  device=self.device, num_workers=self.fake_l.num_workers)
+                  device=self.device, num_workers=self.fake_l.num_workers, dtype=self.feat_dtype, pin_memory=self.pin_memory)
         kw.update({k: getattr(self, k) for k in self._methods if not isinstance(getattr(self, k), MethodType)})
-        kw.update({k: v for k, v in kwargs.items() if k in ('bs', 'shuffle', 'seed', 'drop_last', 'device', 'num_workers', *self._methods)})
+        kw.update({k: v for k, v in kwargs.items()
+                   if k in ('bs', 'shuffle', 'seed', 'drop_last', 'device', 'num_workers', 'dtype', 'pin_memory', *self._methods)})
         return (cls or type(self))(self.dataset if dataset is None else dataset, **kw)
 
 # %% ../nbs/11_loaders.ipynb #0d58eaff
@@ -161,21 +188,38 @@ def get_dls(data:CaptionData, vocab:Vocab,
             max_len:int|None=None, # drop training captions with more words (`Config.max_caption_len`)
             seed:int=0, # seeds the epochs' batch plans
             valid_split:str='val',
-            num_workers:int=0, # processes loading batches
+            num_workers:int=0, # processes loading batches (`default_num_workers` suggests how many)
             device=None, # where batches go (and where `EncodeBatch` runs the encoder); None: they stay on the CPU
-            drop_last:bool=False)->DataLoaders:
+            drop_last:bool=False,
+            pin_memory:bool|None=None, # page-locked batches (None: when `device` is CUDA and the cache is not held on a GPU)
+            dtype:torch.dtype=torch.float32 # what the features become on `device`
+           )->DataLoaders:
     "fastai `DataLoaders`: training batches bucketed by length and shuffled per epoch, validation in a fixed order."
     train = CaptionPairs(data, 'train', vocab, cache, encoder, max_len)
     valid = CaptionPairs(data, valid_split, vocab, cache, encoder)
     kw = {'after_batch': EncodeBatch(encoder)} if encoder is not None and encode else {}
-    return DataLoaders(BucketDL(train, bs, shuffle=True, seed=seed, drop_last=drop_last, num_workers=num_workers, **kw),
-                       BucketDL(valid, bs, shuffle=False, num_workers=num_workers, **kw), device=device)
+    if pin_memory is None:
+        table = getattr(cache, 'table', None)
+        pin_memory = device is not None and torch.device(device).type == 'cuda' and (table is None or table.device.type == 'cpu')
+    kw.update(num_workers=num_workers, pin_memory=pin_memory, dtype=dtype)
+    return DataLoaders(BucketDL(train, bs, shuffle=True, seed=seed, drop_last=drop_last, **kw),
+                       BucketDL(valid, bs, shuffle=False, **kw), device=device)
+
+# %% ../nbs/11_loaders.ipynb #bf983e71
+def default_num_workers(device, # the training device
+                        held:bool=False, # the features are held in memory (`FeatureCache.hold`)
+                        local_procs:int=1 # training processes on this machine (`torchrun --nproc_per_node`)
+                       )->int:
+    "The `num_workers` that `sat_train` uses unless told: 0 on the CPU or with held features, else the spare cores of a GPU's share, at most 4."
+    if held or torch.device(device).type == 'cpu': return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return max(0, min(4, cores // max(1, local_procs) - 1))
 
 # %% ../nbs/11_loaders.ipynb #5c98b826
 class ImageSet(torch.utils.data.Dataset):
     "The images of one split, once each: items are (features (L, D) or image (3, H, W), image index)."
     def __init__(self, data:CaptionData, split:str='test', cache=None, encoder=None):
-        if (cache is None) == (encoder is None): raise ValueError("give exactly one of `cache` and `encoder`")
+        if (cache is None) == (encoder is None): raise LoaderError("ImageSet: give exactly one of `cache` and `encoder`")
         self.data, self.cache, self.transform = data, cache, (None if encoder is None else encoder.transform)
         self.image_idx = _usable_images(data, split, cache)
     def __len__(self): return len(self.image_idx)
@@ -196,37 +240,72 @@ def get_eval_dl(data:CaptionData, split:str='test', cache=None, encoder=None, en
     return FastaiDataLoader(ds, bs=bs, shuffle=False, num_workers=num_workers, device=device, **kw)
 
 # %% ../nbs/11_loaders.ipynb #f073c097
+def _recut(batches:list, n:int)->list:
+    "The captions of `batches` cut into `n` batches of nearly equal size (a caption repeated only if there are fewer than `n`)."
+    ix = [i for b in batches for i in b]
+    ix = (ix * math.ceil(n / len(ix)))[:max(len(ix), n)]
+    return [[int(i) for i in part] for part in np.array_split(np.array(ix, dtype=np.int64), n)]
+
 def shard_batches(plan:list, # the epoch's batches (lists of example indices), the same on every process
-                  rank:int, world_size:int)->list:
-    "This process's batches of `plan`: rank, rank + N, …, the plan wrapped around so every process gets as many."
-    n = math.ceil(len(plan) / world_size) * world_size
-    plan = (plan * math.ceil(n / max(len(plan), 1)))[:n]
-    return plan[rank::world_size]
+                  rank:int, world_size:int,
+                  lengths=None, # each example's caption length: step k of every process then has batches of one length
+                  wrap:bool=True # every process takes as many steps (training); False: each batch once, as it comes (validation)
+                 )->list:
+    "This process's batches of `plan`: with `lengths`, the N processes take N batches of one length at each step, the lengths in turn."
+    N = world_size
+    if not wrap: return plan[rank::N]
+    if lengths is None:                                    # batches as they come, the plan wrapped around
+        n = math.ceil(len(plan) / N) * N
+        return (plan * math.ceil(n / max(len(plan), 1)))[:n][rank::N]
+    by_len = {}                                            # length -> its batches, lengths in the order the plan first visits them
+    for b in plan: by_len.setdefault(int(lengths[b[0]]), []).append(b)
+    queues = []
+    for bs in by_len.values():
+        q = len(bs) // N * N
+        queues.append([bs[i:i + N] for i in range(0, q, N)] + ([_recut(bs[q:], N)] if q < len(bs) else []))
+    steps = []
+    while any(queues):                                     # the lengths in turn, one step each
+        for qu in queues:
+            if qu: steps.append(qu.pop(0))
+    return [s[rank] for s in steps]
 
 # %% ../nbs/11_loaders.ipynb #1ff4baf3
 class ShardedBucketDL(BucketDL):
-    "A `BucketDL` that yields only this process's share (batches rank, rank + N, …) of each epoch's batch plan."
-    def __init__(self, dataset=None, rank:int=0, world_size:int=1, **kwargs):
-        self.rank, self.world_size = rank, world_size
+    "A `BucketDL` that yields only this process's share of each epoch's batch plan (`shard_batches`: one length per step)."
+    def __init__(self, dataset=None, rank:int=0, world_size:int=1, wrap:bool=True, **kwargs):
         super().__init__(dataset, **kwargs)
-        self.n = math.ceil(self.n / world_size)
+        self.share(rank, world_size, wrap)
+    def share(self, rank:int, world_size:int, wrap:bool=True)->ShardedBucketDL:
+        "Make this loader process `rank`'s share of `world_size`, with (`wrap`) or without repeated batches."
+        self.rank, self.world_size, self.wrap = rank, world_size, wrap
+        self.n = len(self._mine(self.plan(0)))          # every epoch: the batches per length do not change
+        return self
+    def _mine(self, plan): return shard_batches(plan, self.rank, self.world_size, self.dataset.lengths, self.wrap)
     def get_idxs(self):
-        self.epoch_batches = shard_batches(self.plan(), self.rank, self.world_size); self.epoch += 1
+        self.epoch_batches = self._mine(self.plan()); self.epoch += 1
         return [i for b in self.epoch_batches for i in b]
     def sample(self): return (b for k, b in enumerate(self.epoch_batches) if k % self.num_workers == self.offs)
+    def to_detach(self, b, cpu=True, gather=True):
+        "This process's values, not gathered from the others batch by batch (`learner.ShardedValidation` adds up the sums once)."
+        return to_detach(b, cpu, gather=False)
     def new(self, dataset=None, cls=None, **kwargs):
-        dl = super().new(dataset, cls=cls, **kwargs)               # built as rank 0 of 1: n is the whole plan's
-        if isinstance(dl, ShardedBucketDL):
-            dl.rank, dl.world_size, dl.n = self.rank, self.world_size, math.ceil(dl.n / self.world_size)
-        return dl
+        dl = super().new(dataset, cls=cls, **kwargs)               # built as rank 0 of 1
+        return dl.share(self.rank, self.world_size, self.wrap) if isinstance(dl, ShardedBucketDL) else dl
 
 # %% ../nbs/11_loaders.ipynb #a43893ac
-def shard_dl(dl:BucketDL, rank:int, world_size:int)->ShardedBucketDL:
-    "This process's share of the training loader `dl`."
-    return ShardedBucketDL(dl.dataset, rank, world_size, bs=dl.max_bs, shuffle=dl.bucket_shuffle, seed=dl.seed,
-                           drop_last=dl.bucket_drop_last, device=dl.device, num_workers=dl.fake_l.num_workers)
+def shard_dl(dl:BucketDL, rank:int, world_size:int, wrap:bool=True)->ShardedBucketDL:
+    "This process's share of the loader `dl` (training: `wrap`; validation: `wrap=False`), with its settings and batch transforms."
+    return dl.new(cls=ShardedBucketDL).share(rank, world_size, wrap)
 
 # %% ../nbs/11_loaders.ipynb #5d8c1b46
 def shard_dls(dls:DataLoaders, rank:int, world_size:int)->DataLoaders:
-    "`dls` with this process's share of the training batches (validation stays whole)."
-    return DataLoaders(shard_dl(dls.train, rank, world_size), dls.valid, device=dls.device)
+    "`dls` with this process's share of the training batches (one length per step) and of the validation batches (each once)."
+    return DataLoaders(shard_dl(dls.train, rank, world_size), shard_dl(dls.valid, rank, world_size, wrap=False), device=dls.device)
+
+# %% ../nbs/11_loaders.ipynb #d4d738c6
+def shard_eval_dl(dl, # a loader over an `ImageSet` (`get_eval_dl`)
+                  rank:int, world_size:int):
+    "This process's share of an evaluation loader: its images rank, rank + N, …, in order, with the loader's settings."
+    ds = copy.copy(dl.dataset)
+    ds.image_idx = list(ds.image_idx)[rank::world_size]
+    return dl.new(ds)

@@ -5,7 +5,7 @@
 # %% ../nbs/14_losses.ipynb #aa22fb71
 from __future__ import annotations
 import torch, torch.nn.functional as F
-from .config import Config
+from .config import Config, ConfigError
 from .vocab import PAD
 from .attention import doubly_stochastic_penalty
 
@@ -67,7 +67,7 @@ def score_gradient(alphas:torch.Tensor, # (B, T, L) α of the sampled pass, zero
 class CaptionLoss:
     "The training loss of a `ShowAttendTell` output dict: eq. 14 (soft, expected) or eq. 10–12's surrogate (sampled)."
     def __init__(self, cfg:Config, reduction:str='caption'): # 'caption': mean over captions of summed NLL; 'token': mean over tokens
-        if reduction not in ('caption', 'token'): raise ValueError(f"reduction must be 'caption' or 'token', got {reduction!r}")
+        if reduction not in ('caption', 'token'): raise ConfigError(f"CaptionLoss: reduction must be 'caption' or 'token', got {reduction!r}")
         self.alpha_c, self.entropy_weight, self.reduction = cfg.alpha_c, cfg.entropy_weight, reduction
         self.penalty_norm, self.entropy_norm, self.reward = cfg.penalty_norm, cfg.entropy_norm, cfg.reward
         self.hard = cfg.attention == 'hard'

@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_metrics.ipynb #006035de
 from __future__ import annotations
-import math, os, re, shutil, subprocess, tempfile, warnings
+import json, math, os, re, shutil, subprocess, tempfile, warnings
 from collections import Counter
 import numpy as np
 from pathlib import Path
@@ -19,7 +19,7 @@ from .core import SATError
 # %% auto #0
 __all__ = ['JAVA_HINT', 'METRIC_KEYS', 'DEFAULT_METRICS', 'MetricsError', 'JavaMissingError', 'find_java', 'check_java',
            'ptb_tokenize', 'simple_tokenize', 'spice_available', 'tokenize_for_scoring', 'score_captions',
-           'ngram_counts', 'CiderD']
+           'ngram_counts', 'CiderRefs', 'CiderD']
 
 # %% ../nbs/16_metrics.ipynb #ab51156f
 class MetricsError(SATError):
@@ -212,63 +212,221 @@ def ngram_counts(words:list, n:int=4)->Counter:
     "Counts of the 1..n-grams of `words` (tuples)."
     return Counter(tuple(words[i:i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
 
+# %% ../nbs/16_metrics.ipynb #008a7020
+def _caption_ids(captions:list, word_id:dict)->tuple:
+    "(word ids (T,), lengths (C,)) of `captions`, both int64; a word not in `word_id` is added to it with the next id."
+    flat, lens = [], []
+    for c in captions:
+        ws = _words(c)
+        lens.append(len(ws))
+        flat += [word_id.setdefault(w, len(word_id)) for w in ws]
+    return np.array(flat, np.int64), np.array(lens, np.int64)
+
+def _ngram_levels(ids:np.ndarray, lens:np.ndarray, n:int, W:int)->list:
+    "Per order k = 1..n: (sorted distinct codes, start positions, index of each position's k-gram among the codes)."
+    T = len(ids)
+    left = np.repeat(lens, lens) - (np.arange(T) - np.repeat(np.cumsum(lens) - lens, lens))   # words from here to the end
+    out, prev = [], None
+    for k in range(1, n + 1):
+        pos = np.flatnonzero(left >= k)
+        code = ids[pos] if k == 1 else prev[pos] * W + ids[pos + k - 1]    # prefix index · W + last word
+        uniq, inv = np.unique(code, return_inverse=True)
+        inv = inv.reshape(-1)
+        out.append((uniq, pos, inv))
+        prev = np.full(T, -1, np.int64); prev[pos] = inv
+    return out
+
+# %% ../nbs/16_metrics.ipynb #82e29ebe
+_ARRAYS = ('offsets', 'df', 'img_ptr', 'ref_ptr', 'ids', 'tf', 'norms', 'lengths')
+
+def _find(refs, words:list, codes:list)->np.ndarray:
+    "Global ids in `refs` of the n-grams whose per-order `codes` (over `words`) `_ngram_levels` gave; −1 where `refs` lacks one."
+    tw = np.array([refs.word_id.get(w, -1) for w in words], np.int64)
+    W, out, prev = max(len(words), 1), [], None
+    for k, c in enumerate(codes):
+        if k == 0: t = tw[c]                                  # the 1-gram table of `refs` is its words, in id order
+        else:
+            pre, w, table = prev[c // W], tw[c % W], refs.codes[k]
+            ok = (pre >= 0) & (w >= 0)
+            tc = np.where(ok, pre * refs.n_words + w, -1)
+            if len(table) == 0: t = np.full(len(c), -1, np.int64)
+            else:
+                at = np.minimum(np.searchsorted(table, tc), len(table) - 1)
+                t = np.where(ok & (table[at] == tc), at, -1)
+        out.append(np.where(t >= 0, t + refs.offsets[k], -1)); prev = t
+    return np.concatenate(out)
+
+def _df_of(refs, g:np.ndarray)->np.ndarray:
+    "Document frequencies in `refs` of global ids `g` (0 for −1, an n-gram it lacks)."
+    return np.where(g >= 0, refs.df[np.maximum(g, 0)], 0) if len(refs.df) else np.zeros(len(g), np.int64)
+
+def _distinct(x:np.ndarray)->np.ndarray:
+    "The distinct values of `x`, sorted (by sorting: `np.unique`'s hash table is many times slower on millions of values)."
+    x = np.sort(x)
+    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
+
+def _int_keys(keys)->bool: return all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in keys)
+
+class CiderRefs:
+    "The references of a corpus as CIDEr-D needs them, in arrays: interned n-grams, document frequencies, per-image (id, count) runs, norms."
+    def __init__(self, n:int, log_n:float, words:list, keys, codes:list, **arrays):
+        self.n, self.log_n, self.words, self.keys, self.codes = n, float(log_n), list(words), keys, list(codes)
+        for k in _ARRAYS: setattr(self, k, arrays[k])
+        self.word_id, self.n_words = {w: i for i, w in enumerate(self.words)}, len(self.words)
+        if isinstance(keys, np.ndarray): self._order = np.argsort(keys, kind='stable'); self._sorted = keys[self._order]
+        else: self._row = {k: i for i, k in enumerate(keys)}
+
+    @classmethod
+    def build(cls, refs:dict, # image key -> its reference captions (strings or word lists)
+              n:int=4, # n-grams of 1..n words
+              df_from:CiderRefs|None=None, # take df and N from this corpus (default: from `refs`)
+             )->CiderRefs:
+        "Intern the n-grams of `refs`, count them per reference, and compute df, norms and lengths."
+        if not refs: raise MetricsError("CiderD needs a non-empty corpus of references for its document frequencies")
+        caps, per_image = [], []
+        for k, v in refs.items():
+            if isinstance(v, str) or not v: raise MetricsError(f"references of image {k!r} must be a non-empty list of captions")
+            caps += v; per_image.append(len(v))
+        word_id = {}
+        ids, lens = _caption_ids(caps, word_id)
+        words, R, I = list(word_id), len(caps), len(per_image)
+        img_ptr = np.zeros(I + 1, np.int64); np.cumsum(per_image, out=img_ptr[1:])
+        img_of, owner = np.repeat(np.arange(I), per_image), np.repeat(np.arange(R), lens)
+        levels = _ngram_levels(ids, lens, n, max(len(words), 1))
+        codes = [u for u, _, _ in levels]
+        offsets = np.zeros(n + 1, np.int64); np.cumsum([len(u) for u in codes], out=offsets[1:])
+        rows, gids, tfs, df = [], [], [], np.zeros(int(offsets[-1]), np.int64)
+        for k, (u, pos, inv) in enumerate(levels):
+            U = max(len(u), 1)
+            key, tf = np.unique(owner[pos] * U + inv, return_counts=True)          # (reference, k-gram) pairs, counted
+            r, g = key // U, key % U
+            rows.append(r); gids.append(g + offsets[k]); tfs.append(tf)
+            if df_from is None: df[offsets[k]:offsets[k + 1]] = np.bincount(_distinct(img_of[r] * U + g) % U, minlength=len(u))
+        del levels
+        order = np.argsort(np.concatenate(rows), kind='stable')
+        r, g, tf = (np.concatenate(a)[order] for a in (rows, gids, tfs))
+        if df_from is None: log_n = math.log(float(I))
+        else:
+            found = _find(df_from, words, codes)
+            df, log_n = _df_of(df_from, found), df_from.log_n
+        ref_ptr = np.zeros(R + 1, np.int64); np.cumsum(np.bincount(r, minlength=R), out=ref_ptr[1:])
+        w = tf * (log_n - np.log(np.maximum(df[g], 1.0)))                          # g_k(s) of (S3)
+        level = np.searchsorted(offsets, g, 'right') - 1
+        norms = np.sqrt(np.bincount(r * n + level, w * w, minlength=R * n)).reshape(R, n)
+        keys = np.array(list(refs), np.int64) if _int_keys(refs) else list(refs)
+        big = int(offsets[-1]) >= 2**31
+        return cls(n, log_n, words, keys, codes, offsets=offsets, df=df.astype(np.int64 if big else np.int32),
+                   img_ptr=img_ptr, ref_ptr=ref_ptr, ids=g.astype(np.int64 if big else np.int32),
+                   tf=tf.astype(np.uint8 if tf.max(initial=0) < 256 else np.int32), norms=norms,
+                   lengths=np.maximum(lens - 1, 0).astype(np.int32))
+
+    def __len__(self): return len(self.img_ptr) - 1
+    def __repr__(self): return (f"CiderRefs({len(self)} images, {len(self.ref_ptr) - 1} references, {int(self.offsets[-1])} n-grams, "
+                                f"{self.nbytes:,} bytes)")
+
+    @property
+    def nbytes(self)->int:
+        "Bytes of its arrays (its word list and key index aside)."
+        return sum(getattr(self, k).nbytes for k in _ARRAYS) + sum(c.nbytes for c in self.codes)
+
+    def rows_of(self, keys:list)->np.ndarray:
+        "The row of each image key; `MetricsError` for a key it has no references for."
+        if isinstance(self.keys, np.ndarray) and _int_keys(keys):
+            q = np.asarray(keys, np.int64)
+            at = np.minimum(np.searchsorted(self._sorted, q), len(self._sorted) - 1)
+            ok = self._sorted[at] == q
+            if ok.all(): return self._order[at]
+            bad = keys[int(np.flatnonzero(~ok)[0])]
+        else:
+            row = getattr(self, '_row', None) or {int(k): i for i, k in enumerate(self.keys)}
+            bad = next((k for k in keys if k not in row), None)
+            if bad is None: return np.array([row[k] for k in keys], np.int64)
+        raise MetricsError(f"CiderD: image {bad!r} has no references; pass refs= for images outside the df corpus")
+
+    def save(self, path)->Path:
+        "Write the arrays as .npy files into folder `path` (replacing it atomically), for `load` to memory-map."
+        path = Path(path)
+        if not isinstance(self.keys, np.ndarray) and not all(isinstance(k, str) for k in self.keys):
+            raise MetricsError("CiderRefs.save needs image keys that are all integers or all strings")
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+        for k in _ARRAYS: np.save(tmp/f'{k}.npy', getattr(self, k))
+        for k, c in enumerate(self.codes, 1): np.save(tmp/f'codes{k}.npy', c)
+        if isinstance(self.keys, np.ndarray): np.save(tmp/'keys.npy', self.keys)
+        meta = dict(n=self.n, log_n=self.log_n, words=self.words, keys=None if isinstance(self.keys, np.ndarray) else self.keys)
+        (tmp/'meta.json').write_text(json.dumps(meta, ensure_ascii=False))
+        if path.exists(): shutil.rmtree(path)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path, mmap:bool=True)->CiderRefs:
+        "What `save` wrote; with `mmap` the arrays are memory-mapped read-only, one copy for every process of the machine."
+        path, mode = Path(path), 'r' if mmap else None
+        if not (path/'meta.json').is_file(): raise MetricsError(f"{path} holds no CIDEr-D statistics (meta.json is missing); write them with CiderRefs.save")
+        m = json.loads((path/'meta.json').read_text())
+        arrays = {k: np.load(path/f'{k}.npy', mmap_mode=mode) for k in _ARRAYS}
+        codes = [np.load(path/f'codes{k}.npy', mmap_mode=mode) for k in range(1, m['n'] + 1)]
+        keys = np.load(path/'keys.npy') if m['keys'] is None else m['keys']
+        return cls(m['n'], m['log_n'], m['words'], keys, codes, **arrays)
+
 # %% ../nbs/16_metrics.ipynb #313d4c82
 class CiderD:
-    "CIDEr-D (eq. S3) with document frequencies from `refs`, computed once; `score` rates many candidates against their images' references."
-    def __init__(self, refs:dict, # image key -> list of reference captions (strings or word lists): the df corpus
-                 n:int=4, sigma:float=6.0):
-        if not refs: raise MetricsError("CiderD needs a non-empty corpus of references for its document frequencies")
-        self.n, self.sigma = n, sigma
-        self.refs = {k: [_words(r) for r in v] for k, v in refs.items()}
-        self.df = Counter()
-        for rs in self.refs.values():
-            self.df.update(set().union(*(ngram_counts(r, n) for r in rs)))
-        self.log_n = math.log(float(len(self.refs)))             # log N: coco-caption's `ref_len`
-        self._ref_vecs = {}
+    "CIDEr-D (eq. S3) with document frequencies from a corpus of references, computed once; `score` rates a batch of candidates."
+    def __init__(self, refs:dict|None=None, # image key -> list of reference captions (strings or word lists): the df corpus
+                 n:int=4, sigma:float=6.0,
+                 stats:CiderRefs|None=None, # or the corpus's statistics, built already (`CiderRefs.build`, `CiderD.load`)
+                ):
+        self.stats = stats if stats is not None else CiderRefs.build(refs, n)
+        self.n, self.sigma = self.stats.n, sigma
 
-    def vector(self, words:list)->tuple:
-        "(per-n dicts of TF-IDF weights, per-n norms, length): length is the number of bigrams, as in coco-caption."
-        vec, norm = [dict() for _ in range(self.n)], [0.0] * self.n
-        for g, tf in ngram_counts(words, self.n).items():
-            k = len(g) - 1
-            w = float(tf) * (self.log_n - math.log(max(1.0, self.df.get(g, 0.0))))
-            vec[k][g] = w; norm[k] += w * w
-        return vec, [math.sqrt(x) for x in norm], max(len(words) - 1, 0)
+    @classmethod
+    def load(cls, path, sigma:float=6.0, mmap:bool=True)->CiderD:
+        "A `CiderD` on the statistics that `save` wrote to folder `path`, memory-mapped (shared by the processes of a machine)."
+        return cls(stats=CiderRefs.load(path, mmap), sigma=sigma)
 
-    def _index(self, refs:list)->tuple:
-        "The references of one image as (n-gram -> [(reference j, weight)], per-reference norms, lengths): one look-up per candidate n-gram."
-        index, norms, lengths = {}, [], []
-        for j, r in enumerate(refs):
-            vec, norm, length = self.vector(r)
-            for per_n in vec:
-                for g, w in per_n.items(): index.setdefault(g, []).append((j, w))
-            norms.append(norm); lengths.append(length)
-        return index, norms, lengths
+    def save(self, path)->Path:
+        "Write the corpus's statistics into folder `path` (`CiderRefs.save`)."
+        return self.stats.save(path)
 
-    def _refs_of(self, key, refs=None)->tuple:
-        if refs is not None: return self._index([_words(r) for r in refs])
-        if key not in self._ref_vecs:
-            if key not in self.refs: raise MetricsError(f"CiderD: image {key!r} has no references; pass refs= for images outside the df corpus")
-            self._ref_vecs[key] = self._index(self.refs[key])
-        return self._ref_vecs[key]
-
-    def score_one(self, words:list, ref_index:tuple)->float:
-        "CIDEr-D of one candidate against its references (as `_index` gives them): eq. S3."
-        index, rnorms, rlengths = ref_index
-        vec, norm, length = self.vector(words)
-        m = len(rlengths)
-        val = [[0.0] * self.n for _ in range(m)]
-        for k in range(self.n):
-            for g, w in vec[k].items():
-                for j, rw in index.get(g, ()): val[j][k] += min(w, rw) * rw      # clipped dot product
-        total = 0.0
-        for j in range(m):
-            pen = math.exp(-float(length - rlengths[j]) ** 2 / (2 * self.sigma ** 2))
-            for k in range(self.n):
-                v = val[j][k]
-                if norm[k] != 0 and rnorms[j][k] != 0: v /= norm[k] * rnorms[j][k]
-                total += v * pen
-        return total / self.n / m * 10.0
+    def _score(self, rows:np.ndarray, captions:list, match:CiderRefs)->np.ndarray:
+        "CIDEr-D of candidate i against the references in row `rows[i]` of `match`, with df and N of this object's corpus."
+        st, n, C = self.stats, self.n, len(captions)
+        word_id = {}
+        ids, lens = _caption_ids(captions, word_id)
+        words = list(word_id)
+        levels = _ngram_levels(ids, lens, n, max(len(words), 1))
+        codes = [u for u, _, _ in levels]
+        loff = np.zeros(n + 1, np.int64); np.cumsum([len(u) for u in codes], out=loff[1:])
+        U, owner = max(int(loff[-1]), 1), np.repeat(np.arange(C), lens)
+        key, tf = np.unique(np.concatenate([owner[p] * U + inv + loff[k] for k, (_, p, inv) in enumerate(levels)]), return_counts=True)
+        ce, le = key // U, key % U                                    # (candidate, distinct n-gram of the batch), counted
+        g = _find(st, words, codes)
+        wc = tf * (st.log_n - np.log(np.maximum(_df_of(st, g)[le], 1.0)))                            # g_k(c)
+        cnorm = np.sqrt(np.bincount(ce * n + np.searchsorted(loff, le, 'right') - 1, wc * wc, minlength=C * n)).reshape(C, n)
+        gm = (g if match is st else _find(match, words, codes))[le]
+        G, keep = int(match.offsets[-1]) + 1, gm >= 0
+        ck = ce[keep] * G + gm[keep]; o = np.argsort(ck); ck, cw = ck[o], wc[keep][o]
+        r0, r1 = match.img_ptr[rows], match.img_ptr[rows + 1]           # each candidate's references
+        m, e0 = r1 - r0, match.ref_ptr[r0]
+        ne = match.ref_ptr[r1] - e0
+        ec = np.repeat(np.arange(C), ne)                                # every (id, count) pair of those references
+        e = np.arange(int(ne.sum())) - np.repeat(np.cumsum(ne) - ne - e0, ne)
+        rk = ec * G + match.ids[e]
+        at = np.minimum(np.searchsorted(ck, rk), max(len(ck) - 1, 0))
+        hit = ck[at] == rk if len(ck) else np.zeros(len(rk), bool)    # ... whose n-gram the candidate has
+        e, ec, at = e[hit], ec[hit], at[hit]
+        ge = match.ids[e].astype(np.int64)
+        wr = match.tf[e] * (match.log_n - np.log(np.maximum(match.df[ge], 1.0)))                            # g_k(s)
+        ps, P = np.cumsum(m) - m, int(m.sum())                          # one row per (candidate, reference) pair
+        pair = ps[ec] + np.searchsorted(match.ref_ptr, e, 'right') - 1 - r0[ec]
+        val = np.bincount(pair * n + np.searchsorted(match.offsets, ge, 'right') - 1, np.minimum(cw[at], wr) * wr,
+                          minlength=P * n).astype(np.float64).reshape(P, n)   # the clipped dot products
+        pc = np.repeat(np.arange(C), m); pr = np.arange(P) - np.repeat(ps - r0, m)
+        den = cnorm[pc] * match.norms[pr]
+        val = np.divide(val, den, out=val, where=den != 0)
+        pen = np.exp(-((np.maximum(lens - 1, 0)[pc] - match.lengths[pr]).astype(np.float64) ** 2) / (2 * self.sigma ** 2))
+        return np.bincount(pc, val.sum(1) * pen, minlength=C) / n / np.maximum(m, 1) * 10.0
 
     def score(self, keys:list, # the image of each candidate
               captions:list, # the candidates (strings or word lists)
@@ -276,11 +434,16 @@ class CiderD:
              )->np.ndarray:
         "CIDEr-D of every candidate, (N,) float64."
         if len(keys) != len(captions): raise MetricsError(f"{len(keys)} keys for {len(captions)} captions")
-        return np.array([self.score_one(_words(c), self._refs_of(k, None if refs is None else refs[k]))
-                         for k, c in zip(keys, captions)], dtype=np.float64)
+        if not len(keys): return np.zeros(0)
+        if refs is None: return self._score(self.stats.rows_of(keys), captions, self.stats)
+        images = list(dict.fromkeys(keys))
+        missing = next((k for k in images if k not in refs), None)
+        if missing is not None: raise MetricsError(f"CiderD: refs has no references for image {missing!r}")
+        match = CiderRefs.build({k: refs[k] for k in images}, self.n, df_from=self.stats)
+        return self._score(match.rows_of(keys), captions, match)
 
     def compute_score(self, gts:dict, res:dict)->tuple:
-        "pycocoevalcap's interface, (mean, per-image scores), with this object's df: `CiderD(gts).compute_score(gts, res)` is `Cider`'s."
+        "pycocoevalcap's interface, (mean, per-image scores) against the references in `gts`, with this object's df: `CiderD(gts).compute_score(gts, res)` is `Cider`'s."
         keys = list(gts)
-        s = self.score(keys, [res[k][0] for k in keys], refs=None if gts is self.refs else gts)
+        s = self.score(keys, [res[k][0] for k in keys], refs=gts)
         return float(s.mean()), s

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 import torch
+from .config import ConfigError
 
 # %% auto #0
 __all__ = ['ArcticOptimizer']
@@ -14,7 +15,7 @@ __all__ = ['ArcticOptimizer']
 class ArcticOptimizer(torch.optim.Optimizer):
     "The original code's `adam` or `rmsprop` (arctic-captions optimizers.py), as a torch optimizer at rate `lr`."
     def __init__(self, params, lr:float=2e-4, kind:str='adam', weight_decay:float=0.):
-        if kind not in ('adam', 'rmsprop'): raise ValueError(f"kind must be 'adam' or 'rmsprop', got {kind!r}")
+        if kind not in ('adam', 'rmsprop'): raise ConfigError(f"optimizer {kind!r}: arctic's optimizers are 'adam' and 'rmsprop'")
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
         self.kind = kind
 

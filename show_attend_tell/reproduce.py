@@ -97,6 +97,7 @@ def run_reproduce(dataset:str, # flickr8k, flickr30k, coco (or another Karpathy-
     if dataset != 'shapes' and not (data and images): raise ReproduceError(f"{dataset}: give its split file (--data) and image folder (--images)")
     name = preset or default_preset('shapes' if dataset == 'shapes' else dataset)
     say = print if progress else (lambda *a, **k: None)
+    cfgs = {att: resolve_config(name, attention=att, epochs=epochs) for att in attention}   # a bad preset stops here, before any file
     out.mkdir(parents=True, exist_ok=True)
     st = Stages(out, say)
     say(f"reproducing {dataset_title(dataset)}: preset {name}, {' and '.join(attention)} attention, device {get_device(device)}; folder {out}")
@@ -108,7 +109,7 @@ def run_reproduce(dataset:str, # flickr8k, flickr30k, coco (or another Karpathy-
     if not java: say("no Java on this machine: METEOR is skipped and captions are tokenized in Python (install a JRE for coco-caption's exact scores)")
     results = {}
     for att in attention:
-        cfg, run = resolve_config(name, attention=att, epochs=epochs), out/f'run_{att}'
+        cfg, run = cfgs[att], out/f'run_{att}'
         sched = schedule or ('one_cycle' if dataset == 'shapes' and att == 'hard' else 'constant')
         st.run(f'train_{att}', lambda: train(cfg, data_dir, run, resume=True, device=device, schedule=sched, progress=progress), run)
         rep = out/f'report_{att}.json'

@@ -4,7 +4,7 @@
 
 # %% ../nbs/25_scst.ipynb #d3a59dd5
 from __future__ import annotations
-import math, random, sys, time
+import contextlib, math, random, sys, time
 from collections import Counter
 from pathlib import Path
 import numpy as np
@@ -12,7 +12,7 @@ import torch, torch.nn as nn
 import torch.distributed as dist
 from fastcore.script import call_parse
 from .core import SATError, fail, write_json
-from .config import get_device
+from .config import get_device, amp_dtype
 from .captions import DataError
 from .vocab import PAD, START, END
 from .features import load_prepared
@@ -23,12 +23,12 @@ from .metrics import CiderD, score_captions
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 
 # %% auto #0
-__all__ = ['ScstError', 'sample_captions', 'sampled_words', 'scst_baseline', 'scst_loss', 'scst_step', 'validate', 'scst_train',
-           'sat_scst']
+__all__ = ['ScstError', 'sample_captions', 'sampled_words', 'scst_max_len', 'scst_baseline', 'scst_loss', 'scst_step', 'validate',
+           'scst_train', 'sat_scst']
 
 # %% ../nbs/25_scst.ipynb #315c0928
 class ScstError(SATError):
-    "An SCST run that cannot start (an output folder holding another run, a resume with other settings, bad options)."
+    "An SCST run that cannot start (an output folder holding another run, a resume with other settings) or bad options and arguments."
 
 # %% ../nbs/25_scst.ipynb #7bbecdd6
 def _word_logp(logp:torch.Tensor)->torch.Tensor:
@@ -44,8 +44,8 @@ def sample_captions(model, # a step-API model (`ShowAttendTell`)
                     temperature:float=1.0,
                    )->dict:
     "k captions per image sampled from the model with gradients: `ids` (B·k, T), `logp` (B·k, T) of each word (0 after `<end>`), `mask`, `alphas`."
-    if feats.dim() != 3: raise ValueError(f"feats must be (B, L, D) annotation vectors, got shape {tuple(feats.shape)}")
-    if k < 1 or max_len < 1: raise ValueError(f"k and max_len must be at least 1, got k={k}, max_len={max_len}")
+    if feats.dim() != 3: raise ScstError(f"feats must be (B, L, D) annotation vectors, got shape {tuple(feats.shape)}")
+    if k < 1 or max_len < 1: raise ScstError(f"k and max_len must be at least 1, got k={k}, max_len={max_len}")
     dev = model_device(model)
     feats = feats.to(dev)
     B = feats.shape[0]
@@ -78,6 +78,17 @@ def sampled_words(ids:torch.Tensor, vocab)->list:
         out.append(vocab.decode(row))
     return out
 
+# %% ../nbs/25_scst.ipynb #b27053e9
+def scst_max_len(lengths, # the word counts of the training references
+                 cover:float=0.95, # the fraction of references that must fit
+                 cap:int|None=None, # at most this many steps (the config's max_decode_len)
+                )->int:
+    "SCST's default sampling steps: the word count that `cover` of the references do not exceed, plus one for `<end>`."
+    lengths = np.asarray(lengths)
+    if not len(lengths): raise ScstError("no training references to take the sampling length from")
+    steps = int(np.quantile(lengths, cover, method='inverted_cdf')) + 1
+    return min(steps, cap) if cap else steps
+
 # %% ../nbs/25_scst.ipynb #99d86bed
 def scst_baseline(rewards:torch.Tensor, # (B, k) rewards of the samples
                   greedy:torch.Tensor|None=None, # (B,) rewards of the greedy captions (baseline 'greedy')
@@ -107,18 +118,21 @@ def scst_loss(logp:torch.Tensor, # (N, T) log p of each sampled word, with gradi
 def scst_step(model, feats:torch.Tensor, # (B, L, D) annotation vectors of B training images
               keys:list, # their image keys in `cider`
               cider:CiderD, vocab, k:int=5, max_len:int=20, baseline:str='greedy',
-              generator:torch.Generator|None=None)->tuple:
+              generator:torch.Generator|None=None,
+              amp:torch.dtype|None=None, # autocast dtype of the sampling and greedy passes (None: float32)
+             )->tuple:
     "(loss with gradients, stats): the self-critical loss of k samples per image (eq. S1–S2)."
     model.train()
-    s = sample_captions(model, feats, k, max_len, generator)
+    dev = model_device(model)
+    cast = lambda: torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+    with cast(): s = sample_captions(model, feats, k, max_len, generator)   # log p is float32 either way
     rk = [kk for kk in keys for _ in range(k)]
     r = torch.as_tensor(cider.score(rk, sampled_words(s['ids'], vocab)), dtype=torch.float32).view(len(keys), k)
     g = None
     if baseline == 'greedy':
-        gd = greedy_decode(model, feats, max_len=max_len)          # eval mode, no gradients; the mode is restored
+        with cast(): gd = greedy_decode(model, feats, max_len=max_len)   # eval mode, no gradients; the mode is restored
         g = torch.as_tensor(cider.score(keys, [vocab.decode(o['ids']) for o in gd]), dtype=torch.float32)
     b = scst_baseline(r, g, baseline)
-    dev = s['logp'].device
     loss = scst_loss(s['logp'], s['mask'], r.view(-1).to(dev), b.reshape(-1).to(dev))
     stats = dict(reward=float(r.mean()), greedy=float(g.mean()) if g is not None else None,
                  better=float((r > b).float().mean()), words=float(s['mask'].sum(1).float().mean()))
@@ -147,6 +161,19 @@ def validate(model, data, cache, vocab, split:str='val', beam_size:int=3, max_le
 # %% ../nbs/25_scst.ipynb #bd09c898
 _SAME_RUN = ('k', 'baseline', 'lr', 'batch_size', 'max_len', 'seed')
 
+def _holds(folder:Path, keys:list)->bool:
+    "Whether `folder` holds CIDEr-D statistics of the images `keys`."
+    try: return np.array_equal(CiderD.load(folder).stats.keys, keys)
+    except (SATError, OSError, ValueError): return False
+
+def _reward_scorer(folder:Path, refs:dict, rank:int, local_rank:int)->CiderD:
+    "CIDEr-D on `refs`, saved in `folder` by rank 0 (and by a machine's first process where it does not see them), memory-mapped by all."
+    if rank == 0: CiderD(refs).save(folder)
+    broadcast_object(None)                                                # the others wait for it
+    if rank != 0 and local_rank == 0 and not _holds(folder, list(refs)): CiderD(refs).save(folder)
+    broadcast_object(None)
+    return CiderD.load(folder)
+
 def _epoch_plan(idx:list, bs:int, seed:int, epoch:int, rank:int=0, world:int=1)->list:
     "This process's batches of training images for `epoch`: a (seed, epoch) shuffle, every `world`-th batch."
     order = np.random.default_rng([seed, epoch]).permutation(np.array(idx, dtype=np.int64)).tolist()
@@ -161,11 +188,12 @@ def scst_train(init, # the cross-entropy checkpoint to start from (best.pth of s
                lr:float|None=None, # Adam learning rate (default: a tenth of the checkpoint's)
                batch_size:int|None=None, # images per batch (default: the checkpoint's batch size)
                baseline:str='greedy', # 'greedy' (self-critical, eq. S2) or 'mean' (of the other samples)
-               max_len:int|None=None, # sampling steps (default: the config's max_decode_len)
+               max_len:int|None=None, # sampling steps (default: `scst_max_len` of the training references)
                seed:int|None=None, # default: the checkpoint's config seed
                resume:bool=False, # continue the run in out_dir from its last.pth
                device:str='auto',
                val_images:int|None=None, # validate on the first n validation images only
+               mixed_precision:bool=True, # sample under bf16/fp16 autocast on CUDA (the CPU samples in float32)
                progress:bool=True,
                on_epoch_end=None, # called as f(epoch, row) after each epoch's checkpoint (tests use it to kill the run)
               )->dict:
@@ -174,16 +202,22 @@ def scst_train(init, # the cross-entropy checkpoint to start from (best.pth of s
     if baseline not in ('greedy', 'mean'): raise ScstError(f"--baseline must be greedy or mean, got {baseline!r}")
     if baseline == 'mean' and k < 2: raise ScstError("the mean baseline needs --k 2 or more (the other samples of the image)")
     if epochs < 1: raise ScstError(f"--epochs must be at least 1, got {epochs}")
-    rank, world, _, dev, started = init_distributed(get_device(device))
+    rank, world, local_rank, dev, started = init_distributed(get_device(device))
     say = print if progress and rank == 0 else (lambda *a, **kw: None)
     try:
         data, vocab, cache = load_prepared(data_dir)
         model, cfg, _, extra = load_checkpoint(init, vocab=vocab, map_location=dev)
         if extra.get('feat_dim') not in (None, cache.feat_dim):
             raise ScstError(f"{init} was trained on {extra.get('feat_dim')}-d features, {data_dir} holds {cache.feat_dim}-d ones; use the folder it was trained on")
+        train_idx = list(ImageSet(data, 'train', cache).image_idx)
+        if not train_idx: raise DataError(f"{data_dir}: the train split has no images with features; rerun sat_prepare")
+        auto_len = max_len is None
+        if auto_len: max_len = scst_max_len([len(t) for i in train_idx for t in data[i].tokens], cap=cfg.max_decode_len)
         opts = dict(k=k, baseline=baseline, lr=float(lr if lr is not None else cfg.lr * 0.1),
-                    batch_size=int(batch_size or cfg.batch_size), max_len=int(max_len or cfg.max_decode_len),
+                    batch_size=int(batch_size or cfg.batch_size), max_len=int(max_len),
                     seed=int(cfg.seed if seed is None else seed))
+        amp = amp_dtype(dev) if mixed_precision else None
+        scaler = torch.amp.GradScaler(dev.type) if amp == torch.float16 else None       # fp16 gradients need scaling
         out = Path(out_dir); last = out/'last.pth'
         opt = torch.optim.Adam(model.parameters(), lr=opts['lr'])
         state = dict(mode='scst', init=str(init), **opts, best=None, best_epoch=None, init_val=None)
@@ -193,18 +227,18 @@ def scst_train(init, # the cross-entropy checkpoint to start from (best.pth of s
             ck = read_checkpoint(last, vocab, map_location=dev)
             old = ck.get('train_state') or {}
             if old.get('mode') != 'scst': raise ScstError(f"{last} is not an SCST run (written by sat_train?); choose another output folder")
+            if auto_len and old.get('max_len') is not None: opts['max_len'] = int(old['max_len'])   # the run's own default
             for key in _SAME_RUN:
                 if old.get(key) != opts[key]:
                     raise ScstError(f"{last} was trained with {key} = {old.get(key)!r}, this run asks for {opts[key]!r}; resume with the same options")
             model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer'])
             state, log, first = dict(old), list(ck.get('log') or []), int(ck['epoch'])
+            if scaler is not None and state.get('scaler'): scaler.load_state_dict(state['scaler'])
             say(f"resuming {last} after SCST epoch {first - 1}")
         elif resume: say(f"no checkpoint in {out}: starting a new SCST run")
-        train_idx = list(ImageSet(data, 'train', cache).image_idx)
-        if not train_idx: raise DataError(f"{data_dir}: the train split has no images with features; rerun sat_prepare")
-        cider = CiderD({i: data[i].tokens for i in train_idx})
+        if local_rank == 0: out.mkdir(parents=True, exist_ok=True)
+        cider = _reward_scorer(out/'cider_refs', {i: data[i].tokens for i in train_idx}, rank, local_rank)
         val_kw = dict(beam_size=cfg.beam_size, max_len=opts['max_len'], max_images=val_images)
-        if rank == 0: out.mkdir(parents=True, exist_ok=True)
         if first == 0 and state['init_val'] is None:
             v = validate(model, data, cache, vocab, **val_kw) if rank == 0 else None
             v = broadcast_object(v)
@@ -214,7 +248,9 @@ def scst_train(init, # the cross-entropy checkpoint to start from (best.pth of s
             say(f"XE model {init}: validation CIDEr-D {v['cider']:.4f}, BLEU-4 {v['bleu4']:.4f}")
         if first >= epochs: say(f"{last}: the run is already finished ({first} epochs)")
         say(f"SCST on {len(train_idx)} training images ({data.name}), k = {k}, {baseline} baseline, lr {opts['lr']:g}, "
-            f"{opts['batch_size']} images per batch, {epochs} epochs on {dev}" + (f" × {world} processes" if world > 1 else ""))
+            f"{opts['batch_size']} images per batch, samples of at most {opts['max_len']} steps"
+            + (f" in {str(amp).removeprefix('torch.')} autocast" if amp is not None else '') + f", {epochs} epochs on {dev}"
+            + (f" × {world} processes" if world > 1 else ""))
         for epoch in range(first, epochs):
             t0 = time.perf_counter()
             s = epoch_seed(opts['seed'], epoch, rank)
@@ -223,11 +259,14 @@ def scst_train(init, # the cross-entropy checkpoint to start from (best.pth of s
             sums, n = Counter(), 0
             for batch in _epoch_plan(train_idx, opts['batch_size'], opts['seed'], epoch, rank, world):
                 feats = torch.stack([input_of(data, i, cache, None) for i in batch]).to(dev)
-                loss, st = scst_step(model, feats, batch, cider, vocab, k, opts['max_len'], baseline, gen)
-                opt.zero_grad(); loss.backward()
+                loss, st = scst_step(model, feats, batch, cider, vocab, k, opts['max_len'], baseline, gen, amp)
+                opt.zero_grad()
+                (scaler.scale(loss) if scaler is not None else loss).backward()
                 average_gradients(model)
+                if scaler is not None: scaler.unscale_(opt)
                 if cfg.grad_clip and cfg.grad_clip > 0: nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
+                if scaler is not None: scaler.step(opt); scaler.update()
+                else: opt.step()
                 sums.update({k_: v_ for k_, v_ in dict(st, loss=float(loss.detach())).items() if v_ is not None}); n += 1
             v = validate(model, data, cache, vocab, **val_kw) if rank == 0 else None
             v = broadcast_object(v)
@@ -236,6 +275,7 @@ def scst_train(init, # the cross-entropy checkpoint to start from (best.pth of s
             log.append(row)
             improved = v['cider'] > state['best']
             if improved: state.update(best=v['cider'], best_epoch=epoch)
+            if scaler is not None: state['scaler'] = scaler.state_dict()
             if rank == 0:
                 kw = dict(epoch=epoch + 1, log=log, train_state=state)
                 if improved: save_checkpoint(out/'best.pth', model, cfg, vocab, cache.feat_dim, extra.get('encoder'), None, rng=False, **kw)
@@ -260,17 +300,19 @@ def sat_scst(checkpoint:str, # the cross-entropy checkpoint to start from (best.
              lr:float=None, # Adam learning rate (default: a tenth of the checkpoint's)
              batch_size:int=None, # images per batch (default: the checkpoint's)
              baseline:str='greedy', # greedy (self-critical) or mean (of the other samples)
-             max_len:int=None, # sampling steps (default: the config's max_decode_len)
+             max_len:int=None, # sampling steps (default: 95% of the training references fit, plus <end>)
              seed:int=None, # random seed (default: the checkpoint's)
              resume:bool=False, # continue the run in --out from its last.pth
              device:str='auto', # auto, cpu, cuda or cuda:N
              val_images:int=None, # validate on the first n validation images only
+             fp32:bool=False, # sample in float32 on CUDA too (default: bf16/fp16 autocast there)
              quiet:bool=False): # no progress lines
     "Fine-tune a Show, Attend and Tell checkpoint with self-critical sequence training (CIDEr-D reward); --resume continues after a kill."
     out = Path(out) if out else Path(checkpoint).parent/'scst'
     try:
         res = scst_train(checkpoint, data, out, k=k, epochs=epochs, lr=lr, batch_size=batch_size, baseline=baseline,
-                         max_len=max_len, seed=seed, resume=resume, device=device, val_images=val_images, progress=not quiet)
+                         max_len=max_len, seed=seed, resume=resume, device=device, val_images=val_images,
+                         mixed_precision=not fp32, progress=not quiet)
     except (SATError, RuntimeError) as e:
         fail(str(e))
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from .core import atomic_write, write_json
-from .captions import SPLITS, tokenize
+from .captions import SPLITS, DataError, tokenize
 
 # %% auto #0
 __all__ = ['SHAPE_NAMES', 'SHAPE_COLORS', 'SHAPE_SIZES', 'shapes_relation', 'shapes_captions', 'object_phrases',
@@ -37,7 +37,7 @@ def _shape_polygon(shape, x0, y0, s):
     if shape == 'cross':
         a, b, c, d = x0 + s/3, x0 + 2*s/3, y0 + s/3, y0 + 2*s/3
         return [(a, y0), (b, y0), (b, c), (x0+s, c), (x0+s, d), (b, d), (b, y0+s), (a, y0+s), (a, d), (x0, d), (x0, c), (a, c)]
-    raise ValueError(shape)
+    raise DataError(f"unknown shape {shape!r}; Shapes draws {', '.join(SHAPE_NAMES)}")
 
 def _shape_box(shape, x0, y0, s):
     "The tight box [x0, y0, x1, y1] of `shape` in its square."
@@ -117,7 +117,7 @@ def shapes_captions(objects:list)->list:
         lst = f"{_np(a)}, {_np(b)} and {_np(c)}"
         return [lst, f"{_np(a, True)}, {_np(b, True)} and {_np(c, True)}", f"three shapes: {lst}",
                 f"{_np(a)} {shapes_relation(a, b)} {_np(b)}, and {_np(c)} {shapes_relation(c, b)} it", f"there is {lst}"]
-    raise ValueError(f"a Shapes scene has 1 to 3 objects, got {n}")
+    raise DataError(f"a Shapes scene has 1 to 3 objects, got {n}")
 
 # %% ../nbs/05_shapes.ipynb #81637b27
 def object_phrases(o:dict # one of an image's `objects`

@@ -10,23 +10,26 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from fastcore.basics import noop
-from fastcore.script import call_parse
-from .core import SATError, fail, read_json
-from .config import Config, ConfigError, get_device, preset as config_preset, resolve_config
-from .cache import free_memory
+from fastcore.script import call_parse, Param
+from fastai.callback.core import Callback, CancelTrainException
+from .core import SATError, fail
+from .config import Config, ConfigError, get_device, amp_dtype, preset as config_preset, resolve_config
+from .cache import free_memory, human_bytes
 from .features import load_prepared
 from .distributed import init_distributed
-from .loaders import get_dls, shard_dls
+from .loaders import get_dls, shard_dls, default_num_workers
+from .losses import CaptionLoss
 from .checkpoint import build_model, read_checkpoint, set_rng_state, unwrap
 from .learner import SATLearner, CheckpointCallback, make_learner
 from .visualization import plot_training_curves
 
 # %% auto #0
-__all__ = ['TrainError', 'restore_training', 'train', 'sat_train']
+__all__ = ['TrainError', 'restore_training', 'activation_bytes', 'hold_features', 'StepLimit', 'train', 'log_callback',
+           'sat_train']
 
 # %% ../nbs/24_training.ipynb #611dece5
 class TrainError(SATError):
-    "A training run that cannot start (an output folder holding another run, a resume with another config)."
+    "A training run that cannot start (an output folder holding another run, a resume with another config, features that do not fit)."
 
 # %% ../nbs/24_training.ipynb #8aadae43
 _RESUMABLE = ('epochs', 'patience', 'bleu_every')
@@ -55,6 +58,78 @@ def restore_training(learn:SATLearner, ck:dict):
     learn.first_epoch = int(ck['epoch'])
     if ck.get('rng'): set_rng_state(ck['rng'])
 
+# %% ../nbs/24_training.ipynb #031a215c
+def _saved_bytes(model, batch_size:int, steps:int, amp:torch.dtype|None=None)->int:
+    "Bytes of the tensors autograd saves for the backward pass of one teacher-forced batch, each counted once."
+    dev, params = next(model.parameters()).device, {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen, total = set(), 0
+    def pack(t):
+        nonlocal total
+        k = t.untyped_storage().data_ptr()
+        if k not in params and k not in seen: seen.add(k); total += t.untyped_storage().nbytes()
+        return t
+    feats = torch.zeros(batch_size, model.cfg.num_locations, model.feat_dim, device=dev)
+    caps = torch.full((batch_size, steps + 1), 3, device=dev)
+    was, had = model.training, 'steps_weight_grad' in model.__dict__
+    model.train(); model.steps_weight_grad = False           # autograd's path saves the inputs StepsLinear keeps aside
+    try:
+        with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []), \
+             torch.autocast(dev.type, dtype=amp, enabled=amp is not None), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            CaptionLoss(model.cfg)(model(feats, caps), caps)
+    finally:
+        model.train(was)
+        if not had: del model.steps_weight_grad
+    return total
+
+def activation_bytes(model:torch.nn.Module, # a `ShowAttendTell`, on its training device
+                     batch_size:int, steps:int, # captions per batch, time steps (words + 1)
+                     amp:torch.dtype|None=None # the autocast dtype training runs under
+                    )->int:
+    "Bytes autograd keeps for the backward pass of a batch: measured on one caption of 2 and of 4 steps, grown linearly."
+    a, b = _saved_bytes(model, 1, 2, amp), _saved_bytes(model, 1, 4, amp)
+    return batch_size * (a + (b - a) * (steps - 2) // 2)
+
+# %% ../nbs/24_training.ipynb #182385f9
+def hold_features(cache, # the run's `FeatureCache`
+                  where:str, # 'device': the training device's memory, 'ram': the host's
+                  device:torch.device, # the training device
+                  model=None, batch_size:int=64, steps:int=51, # with `model`: room for training is left where it runs
+                  amp:torch.dtype|None=None, # the autocast dtype training runs under
+                  local_procs:int=1, # training processes on this machine: they share its RAM
+                  free:int|None=None # bytes free there (default: `cache.free_memory`, this process's share of RAM)
+                 )->str:
+    "Hold `cache` in memory (`FeatureCache.hold`) where it fits beside training, saying where; else `TrainError` with the numbers."
+    if where not in ('device', 'ram'): raise TrainError(f"features_in_memory is {where!r}; use 'device', 'ram' or leave it out")
+    device = torch.device(device)
+    at = device if where == 'device' else torch.device('cpu')
+    if free is None:
+        free = free_memory(at)
+        if free is not None and at.type == 'cpu': free //= max(1, local_procs)
+    act = wts = 0
+    if model is not None and at == device:               # training shares this memory
+        act = activation_bytes(model, batch_size, steps, amp)
+        wts = 4 * sum(p.numel() * p.element_size() for p in model.parameters())   # weights, gradients, two optimizer moments
+    need = cache.nbytes + act + wts
+    if free is not None and need > 0.9 * free:
+        train = (f" + {human_bytes(act)} of activations for a batch of {batch_size} captions of up to {steps - 1} words"
+                 f" + {human_bytes(wts)} of weights, gradients and optimizer state") if act else ''
+        fix = ("hold them in RAM (--features_in_memory ram) or read them from the shard files (leave out --features_in_memory)"
+               if where == 'device' and at.type == 'cuda' else "read them from the shard files (leave out --features_in_memory)")
+        raise TrainError(f"the feature cache does not fit in {at} memory: {human_bytes(free)} free (90% of it usable), "
+                         f"{human_bytes(need)} needed ({human_bytes(cache.nbytes)} of float16 features{train}); {fix}")
+    cache.hold(at, free=free)
+    return f"features: {human_bytes(cache.nbytes)} held in {at} memory"
+
+# %% ../nbs/24_training.ipynb #9b5343a1
+class StepLimit(Callback):
+    "Cut each epoch's training after `n` steps; validation, BLEU-4 and the checkpoints then run as after a whole epoch."
+    order = 100                  # after every other callback's after_batch: the last step is a whole step
+    def __init__(self, n:int): self.n = n
+    def after_batch(self):
+        if self.training and self.iter + 1 >= self.n: raise CancelTrainException()
+    def after_cancel_train(self):    # fastai's Recorder drops the training loss of a cancelled epoch; a cut epoch keeps it
+        if hasattr(self.learn, 'recorder'): self.learn.recorder.cancel_train = False
+
 # %% ../nbs/24_training.ipynb #b7ce6817
 def train(cfg:Config|str='tiny', # a `Config` or a preset name
           data_dir='data/shapes', # a folder written by `sat_prepare`
@@ -64,8 +139,13 @@ def train(cfg:Config|str='tiny', # a `Config` or a preset name
           device:str='auto', # 'auto', 'cpu', 'cuda', 'cuda:1'
           epochs:int|None=None, # overrides `cfg.epochs`
           schedule:str='constant', # 'constant' (the original's Adam rate) or 'one_cycle'
-          progress:bool=True, num_workers:int=0,
-          features_in_memory:bool=False, # hold the feature cache in the device's memory (`FeatureCache.hold`)
+          progress:bool=True,
+          num_workers:int|None=None, # processes reading the feature cache (None: `loaders.default_num_workers`)
+          features_in_memory:bool|str=False, # hold the feature cache in memory: 'device' (or True) the training device's, 'ram' the host's
+          compile=False, # compile the training step (`make_learner`): True, or a `torch.compile` backend's name
+          log:str|None=None, # also log to 'tensorboard' (event files in out_dir/tensorboard) or 'wandb'
+          max_steps:int|None=None, # cut each epoch's training after this many steps (`StepLimit`): a smoke test
+          prepared:tuple|None=None, # what `load_prepared(data_dir)` returns, if it was read already
           cbs=None # more fastai callbacks
          )->SATLearner:
     "Train on a prepared folder, saving `last.pth` every epoch and `best.pth` at each better BLEU-4; resumable."
@@ -73,11 +153,14 @@ def train(cfg:Config|str='tiny', # a `Config` or a preset name
     if seed is not None: cfg = dataclasses.replace(cfg, seed=seed)
     if epochs is not None: cfg = dataclasses.replace(cfg, epochs=epochs)
     if schedule not in ('constant', 'one_cycle'): raise ConfigError(f"schedule must be 'constant' or 'one_cycle', got {schedule!r}")
-    if features_in_memory and num_workers:
+    hold = 'device' if features_in_memory is True else (features_in_memory or None)
+    if hold not in (None, 'device', 'ram'): raise TrainError(f"features_in_memory is {hold!r}; use 'device', 'ram' or leave it out")
+    if hold and num_workers:
         raise TrainError("features_in_memory gathers every batch in the training process: leave out num_workers")
+    if log not in (None, 'tensorboard', 'wandb'): raise TrainError(f"log is {log!r}; use 'tensorboard' or 'wandb'")
     rank, world, _, dev, started = init_distributed(get_device(device))
     try:
-        data, vocab, cache = load_prepared(data_dir)
+        data, vocab, cache = prepared if prepared is not None else load_prepared(data_dir)
         cfg = _fit_features(cfg, cache)
         out = Path(out_dir); last = out/'last.pth'
         say = print if progress and rank == 0 else noop
@@ -87,18 +170,21 @@ def train(cfg:Config|str='tiny', # a `Config` or a preset name
             ck = read_checkpoint(last, vocab)
             _check_same_run(ck['config'], cfg, last)
         elif resume: say(f"no checkpoint in {out}: starting a new run")
-        if features_in_memory:     # processes on one machine share its RAM (a GPU is each process's own)
-            free, local = free_memory(dev), int(os.environ.get('LOCAL_WORLD_SIZE', 1)) if dev.type == 'cpu' else 1
-            cache.hold(dev, free=None if free is None else free // local)
-            say(f"features: {cache.nbytes/1e9:.1f} GB held in {dev} memory")
         random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
+        local = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
+        workers = default_num_workers(dev, bool(hold), local) if num_workers is None else num_workers
         dls = get_dls(data, vocab, cache=cache, bs=cfg.batch_size, max_len=cfg.max_caption_len, seed=cfg.seed,
-                      num_workers=num_workers, device=dev)
+                      num_workers=workers, device=dev, pin_memory=dev.type == 'cuda' and hold != 'device')
         if world > 1: dls = shard_dls(dls, rank, world)
         model = build_model(cfg, len(vocab), cache.feat_dim).to(dev)
+        if hold:
+            say(hold_features(cache, hold, dev, model, cfg.batch_size, int(dls.train.dataset.lengths.max()) + 1,
+                              amp_dtype(dev), local))
         if rank == 0: out.mkdir(parents=True, exist_ok=True); cfg.save(out/'config.json')
+        extra = [log_callback(log, out, cfg)] if log and rank == 0 else []
+        if max_steps: extra.append(StepLimit(max_steps))
         learn = make_learner(dls, model, cfg, vocab, out_dir=out, feat_dim=cache.feat_dim, encoder=cfg.encoder,
-                             progress=progress and rank == 0, cbs=cbs)
+                             progress=progress and rank == 0, compile=compile, cbs=extra + list(cbs or []))
         if ck is not None:
             restore_training(learn, ck)
             st = ck.get('train_state') or {}
@@ -109,7 +195,7 @@ def train(cfg:Config|str='tiny', # a `Config` or a preset name
             say(f"resuming {last} after epoch {learn.first_epoch - 1}")
         say(f"training {cfg.attention} attention on {len(dls.train.dataset)} captions ({data.name}, {cfg.encoder} "
             f"features {cache.num_locations}×{cache.feat_dim}) for {cfg.epochs} epochs on {dev}"
-            + (f" × {world} processes" if world > 1 else ""))
+            + (f" × {world} processes" if world > 1 else "") + (f", {workers} loader workers" if workers else ""))
         if schedule == 'one_cycle': learn.fit_one_cycle(cfg.epochs, cfg.lr)
         else: learn.fit(cfg.epochs, cfg.lr)
         if rank == 0:
@@ -123,6 +209,45 @@ def train(cfg:Config|str='tiny', # a `Config` or a preset name
     finally:
         if started: dist.destroy_process_group()
         if 'learn' in locals(): learn.rank = rank            # for the caller, after the process group is gone
+
+# %% ../nbs/24_training.ipynb #288b41de
+def log_callback(log:str, # 'tensorboard' or 'wandb'
+                 out_dir, # the run's folder: TensorBoard's event files go to out_dir/tensorboard, W&B's to out_dir/wandb
+                 cfg:Config|None=None # recorded with the W&B run
+                ):
+    "A fastai callback that logs the run to TensorBoard or W&B: losses, `nll`, `attn_entropy`, `bleu4` and the learning rate."
+    out = Path(out_dir)
+    if log == 'tensorboard':
+        try: from fastai.callback.tensorboard import TensorBoardCallback
+        except ImportError: raise TrainError("logging to TensorBoard needs the tensorboard package: pip install 'show_attend_tell[log]'") from None
+        class SATTensorBoard(TensorBoardCallback):
+            "fastai's, writing the loss and the numeric hyper-parameters of training steps only (Adam's `foreach` is None)."
+            def after_batch(self):
+                if not self.training: return
+                self.writer.add_scalar('train_loss', self.smooth_loss, self.train_iter)
+                for i, h in enumerate(self.opt.hypers):
+                    for k, v in h.items():
+                        if isinstance(v, (int, float)) and not isinstance(v, bool): self.writer.add_scalar(f'{k}_{i}', v, self.train_iter)
+        return SATTensorBoard(out/'tensorboard', trace_model=False, log_preds=False)
+    if log == 'wandb':
+        try:
+            import wandb
+            from fastai.callback.wandb import WandbCallback
+        except ImportError:
+            raise TrainError("logging to W&B needs the wandb package: pip install wandb (then wandb login, or set WANDB_MODE=offline)") from None
+        class SATWandb(WandbCallback):
+            "fastai's, starting (and finishing) a run named after the output folder unless one is open."
+            started = False
+            def before_fit(self):
+                if wandb.run is None:
+                    wandb.init(project='show_attend_tell', name=out.name, dir=str(out), config=cfg.to_dict() if cfg else None)
+                    self.started = True
+                super().before_fit()
+            def after_fit(self):
+                super().after_fit()
+                if self.started: wandb.finish()
+        return SATWandb(log=None, log_preds=False, log_model=False, log_dataset=False)
+    raise TrainError(f"log is {log!r}; use 'tensorboard' or 'wandb'")
 
 # %% ../nbs/24_training.ipynb #db409498
 # `python -m show_attend_tell.training …` and `torchrun … -m show_attend_tell.training …` run it too: `call_parse`
@@ -138,18 +263,25 @@ def sat_train(data:str, # a folder written by sat_prepare (dataset.json, vocab.j
               device:str='auto', # auto, cpu, cuda or cuda:N
               config:str=None, # YAML/JSON file of config fields applied over the preset
               schedule:str='constant', # constant (as the paper) or one_cycle
-              num_workers:int=0, # processes reading the feature cache
-              features_in_memory:bool=False, # hold the whole feature cache in the GPU's memory (or RAM on the CPU) and gather batches there; refused if it does not fit
+              num_workers:int=None, # processes reading the feature cache (default: 0 on the CPU or with --features_in_memory, else a few)
+              features_in_memory:Param("hold the feature cache in memory and gather batches there: alone, in the training device's (the GPU's, "
+                                       "or RAM on the CPU); 'ram': in the host's RAM, each batch copied to the GPU; refused if it does not fit",
+                                       str, nargs='?', const='device',
+                                       choices=['device', 'ram'])=None,
+              compile:bool=False, # compile the training step with torch.compile (a graph per caption length; slow to start)
+              log:str=None, # also log to tensorboard (OUT/tensorboard) or wandb
+              max_steps:int=None, # cut each epoch's training after this many steps, then validate and save (a smoke test)
               quiet:bool=False): # no progress bars
     "Train Show, Attend and Tell on a prepared dataset; --resume continues after a kill."
     out = Path(out) if out else None
     try:
-        try: name = read_json(Path(data)/'dataset.json').get('dataset')
-        except (SATError, AttributeError): name = None               # load_prepared below says what is wrong
+        prepared = load_prepared(data)                               # read once: its dataset's name picks the default preset
+        name = prepared[0].name
         cfg = resolve_config(preset, config, name, attention=attention, epochs=epochs, seed=seed)
-        out = out or Path(f"runs/{name or 'run'}_{cfg.attention}")
-        learn = train(cfg, data, out, resume=resume, device=device, schedule=schedule, progress=not quiet,
-                      num_workers=num_workers, features_in_memory=features_in_memory)
+        out = out or Path(f"runs/{name}_{cfg.attention}")
+        learn = train(cfg, data, out, resume=resume, device=device, schedule=schedule, progress=not quiet, num_workers=num_workers,
+                      features_in_memory=features_in_memory or False, compile=compile, log=log, max_steps=max_steps,
+                      prepared=prepared)
     except (SATError, RuntimeError) as e:
         fail(str(e))
     except KeyboardInterrupt:

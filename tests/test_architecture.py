@@ -1,4 +1,4 @@
-"""The library's import structure (issue 14): each module imports only the modules above it in the pipeline
+"""The library's import structure: each module imports only the modules above it in the pipeline
 (the notebook numbers), never a sibling inside a function, with no cycle; the config imports no torch and the
 model imports no fastai. `import_graph` reads the source with `ast`, function bodies included, so an import
 hidden in a function counts like any other."""
@@ -155,3 +155,49 @@ def test_every_definition_has_its_cell_and_most_a_check_right_after():
     table = '\n'.join(f"{nb}: {len(r['checked'])}/{len(r['defined'])}; unchecked: {', '.join(sorted(set(r['defined']) - set(r['checked'])))}"
                       for nb, r in rows.items())
     assert k >= 0.65 * n, f"{k}/{n} = {k/n:.0%} of exported definitions are checked within two cells:\n{table}"
+
+
+# --- Errors: one base class, each error in the module that raises it -------------------------------------------------
+BUILTIN_ERRORS = {'ValueError', 'TypeError', 'KeyError', 'IndexError', 'RuntimeError', 'Exception', 'AssertionError', 'OSError'}
+# raises of a built-in error that are right as they are, each with its reason
+ALLOWED_RAISES = {('checkpoint', 'TypeError'): "_check_plain: caught by save_checkpoint, which names the field in a CheckpointError",
+                  ('cache', 'IndexError'): "the sequence protocol: FeatureCache[i] out of range raises IndexError, as any Python sequence"}
+
+
+def error_classes(pkg_dir:Path=ROOT/PKG)->dict:
+    "class name -> (module, names of its bases) for every class of the package whose name ends in 'Error'."
+    out = {}
+    for p in sorted(pkg_dir.glob('*.py')):
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, ast.ClassDef) and n.name.endswith('Error'):
+                out[n.name] = (p.stem, [b.id if isinstance(b, ast.Name) else getattr(b, 'attr', '') for b in n.bases])
+    return out
+
+
+def builtin_raises(pkg_dir:Path=ROOT/PKG)->list:
+    "(module, line, exception) for every `raise ValueError(...)`-like statement of a built-in error in the package."
+    out = []
+    for p in sorted(pkg_dir.glob('*.py')):
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, ast.Raise) and n.exc is not None:
+                f = n.exc.func if isinstance(n.exc, ast.Call) else n.exc
+                if isinstance(f, ast.Name) and f.id in BUILTIN_ERRORS: out.append((p.stem, n.lineno, f.id))
+    return out
+
+
+def test_every_error_derives_from_SATError_and_none_is_a_bare_builtin():
+    classes = error_classes()
+    def root(name, seen=()):
+        if name == 'SATError': return True
+        if name not in classes or name in seen: return False
+        return any(root(b, seen + (name,)) for b in classes[name][1])
+    orphans = [f"{m}.{c}" for c, (m, _) in classes.items() if not root(c)]
+    assert not orphans, f"errors that do not derive from core.SATError: {orphans}"
+    bare = [f"{m}.py:{line}: raise {e}" for m, line, e in builtin_raises() if (m, e) not in ALLOWED_RAISES]
+    assert not bare, "user-facing errors must be the module's SATError subclass:\n" + '\n'.join(bare)
+
+
+def test_the_error_checks_catch_what_they_should(tmp_path):
+    (tmp_path/'m.py').write_text("class SATError(ValueError): pass\nclass AError(SATError): pass\nclass BError(ValueError): pass\n"
+                                 "def f():\n    raise ValueError('x')\n")
+    assert error_classes(tmp_path)['BError'] == ('m', ['ValueError']) and builtin_raises(tmp_path) == [('m', 5, 'ValueError')]

@@ -220,7 +220,7 @@ def test_scripts_that_never_build_the_encoder_never_import_it(shared, tmp_path):
         assert not (root/'MARKER').exists(), args[0]
 
 
-# ---- start-up (issue 19): the sat_caption path imports no heavy library it does not use ---------------------------
+# ---- start-up: the sat_caption path imports no heavy library it does not use ---------------------------
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ('fastai', 'timm', 'torchvision', 'matplotlib', 'ipywidgets', 'IPython')
 REPORT = ("import sys\nprint('loaded:', ' '.join(sorted({m.split('.')[0] for m in sys.modules} & " + repr(set(HEAVY)) + ")),"

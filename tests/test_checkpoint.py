@@ -58,7 +58,7 @@ def test_checkpoint_roundtrip_and_refusals(tmp_path):
     with pytest.raises(CheckpointError, match='does not exist'): load_checkpoint(tmp_path/'nope.pth')
     # weights that do not fit the described model
     ck = torch.load(p, weights_only=True); ck['feat_dim'] = 9; torch.save(ck, tmp_path/'shape.pth')
-    with pytest.raises(CheckpointError, match='weights do not fit'): load_checkpoint(tmp_path/'shape.pth')
+    with pytest.raises(CheckpointError, match=r"config field 'feat_dim' = 9 does not fit the weights \(tensor init_h.weight is \(48, 8\)"): load_checkpoint(tmp_path/'shape.pth')
     # every message is one line
     for f in ('v.pth', 'other.pth', 'cut.pth', 'shape.pth'):
         with pytest.raises(CheckpointError) as e: load_checkpoint(tmp_path/f)

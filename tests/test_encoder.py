@@ -86,7 +86,7 @@ def _random_weights(sd:dict, seed:int=0)->dict:
 
 
 def _timm_encoder(name:str, weights:str):
-    "The encoder as it was built before issue 19: timm's tf_efficientnet_lite0 at output stride 16, cut as `get_encoder` cuts it."
+    "The encoder as it was built in earlier versions: timm's tf_efficientnet_lite0 at output stride 16, cut as `get_encoder` cuts it."
     import torch.nn as nn
     from show_attend_tell.encoder import Encoder
     timm = pytest.importorskip('timm')
@@ -153,3 +153,21 @@ def test_transform_equals_torchvisions():
         for im in images:
             a, b = enc.transform(im), tv(im)
             assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b), (name, im.mode, im.size)
+
+
+def test_crop_transform_equals_torchvisions_resize_then_centre_crop():
+    "'resize_crop' is torchvision's Resize(256) → CenterCrop(224) → ToTensor → Normalize, on non-square images both ways round."
+    import numpy as np
+    from show_attend_tell.core import to_rgb
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray((rng.random(s) * 255).astype(np.uint8)) for s in [(300, 600, 3), (601, 257, 3), (256, 256, 3), (97, 301, 3)]]
+    enc = get_encoder('efficientnet_lite0', transform='resize_crop')
+    tv = transforms.Compose([to_rgb, transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                             transforms.Normalize(enc.mean, enc.std)])
+    for im in images:
+        a, b = enc.transform(im), tv(im)
+        assert a.shape == (3, 224, 224) and torch.equal(a, b), im.size
+        x0, y0, x1, y1 = enc.transform.window(*im.size)                  # the window is the crop, in the image's own frame
+        w, h = im.size
+        side = 224*min(w, h)/256                                          # 224 resized pixels, in original pixels
+        assert abs((x1 - x0)*w - side) < 1 and abs((y1 - y0)*h - side) < 1 and abs((x0 + x1)/2 - 0.5) < 1/w

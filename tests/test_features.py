@@ -1,4 +1,4 @@
-"""The feature cache: rows and lazy reading, kill and rerun (in process and as a subprocess), sat_prepare on the fixtures, unreadable images, caches of another encoder, one-line CLI errors."""
+"""Encoding into the feature cache (the format's own tests are in tests/test_cache.py): kill and rerun (in process and as a subprocess), sat_prepare on the fixtures, unreadable images, caches of another encoder, one-line CLI errors."""
 import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
@@ -27,26 +27,6 @@ def copy_tree(src, dst):
 
 
 def shard_mtimes(d): return {p.name: p.stat().st_mtime_ns for p in sorted(Path(d).glob('shard_*.npy'))}
-
-
-def test_cache_rows_and_lazy_reading(shapes_dir, tmp_path):
-    data = read_karpathy(shapes_dir/'dataset_shapes.json')
-    enc = TinyEncoder()
-    cache = prepare_features(data, enc, tmp_path/'c', shard_size=10, progress=False)
-    m = json.loads((tmp_path/'c'/'manifest.json').read_text())
-    assert m['complete'] and m['images'] == [r.path for r in data] and m['grid'] == [4, 4] and m['dtype'] == 'float16'
-    assert m['input_size'] == [32, 32] and m['feat_dim'] == 8 and m['encoder'] == 'tiny' and m['num_shards'] == 5
-    assert np.load(tmp_path/'c'/'shard_00004.npy', mmap_mode='r').shape == (2, 16, 8)
-    for i in (0, 17, 41):
-        expect = enc(enc.transform(load_image(data.image_path(i)))[None])[0].detach()
-        assert torch.allclose(cache[i], expect, atol=2e-3)
-    fresh = FeatureCache(tmp_path/'c')
-    assert fresh._open == {}
-    fresh[25]
-    assert list(fresh._open) == [2]                                     # only the shard read is open
-    mm = FeatureCache(tmp_path/'c', mmap=True)
-    assert torch.equal(mm[33], cache[33])
-    assert not list((tmp_path/'c').glob('*.tmp'))
 
 
 def test_kill_and_rerun_in_process(shapes_dir, tmp_path):

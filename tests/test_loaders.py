@@ -79,7 +79,7 @@ def test_eval_iteration(flickr, tmp_path):
 
 
 def test_held_cache_gives_the_same_batches(flickr, tmp_path):
-    "A cache held in memory: every batch (features and captions) of two training epochs and of validation equals the one read from the shards."
+    "A cache held in memory: every batch (features and captions) of two training epochs and of validation equals the one read from the shards;\n    the features travel in float16 and become float32 on the loader's device."
     import pickle
     from show_attend_tell.cache import FeatureCache
     from show_attend_tell.loaders import CaptionPairs, collate_pairs
@@ -102,7 +102,7 @@ def test_held_cache_gives_the_same_batches(flickr, tmp_path):
     ix = [int(pairs.lengths.argmin()), int(pairs.lengths.argmax()), 0]
     assert len({int(pairs.lengths[i]) for i in ix}) > 1
     xa, ya = pairs.batch(ix); xb, yb = collate_pairs([pairs[i] for i in ix])
-    assert torch.equal(xa, xb) and torch.equal(ya, yb) and (ya == PAD).any()
+    assert xa.dtype == torch.float16 and torch.equal(xa.float(), xb) and torch.equal(ya, yb) and (ya == PAD).any()
     x, idx = get_eval_dl(data, 'test', cache=held_cache, bs=3).one_batch()
     assert torch.equal(x[0], held_cache[held_cache.row(data[int(idx[0])].path)])
     # workers get the cache without its table (they read the files); out-of-range rows are refused
@@ -124,3 +124,30 @@ def test_hold_refuses_a_cache_that_does_not_fit(flickr, tmp_path, monkeypatch):
     with pytest.raises(CacheError, match='does not fit'): cache.hold('cpu')
     assert cache.table is None
     assert cache.hold('cpu', free=10*cache.nbytes).table.shape == (len(data), 16, 8)
+
+
+def test_loader_errors_are_one_line_sat_errors(flickr, tmp_path):
+    from show_attend_tell.core import SATError
+    from show_attend_tell.loaders import CaptionPairs, ImageSet, LoaderError
+    data = read_karpathy(*flickr)
+    vocab = build_vocab(data, 200)
+    cache = prepare_features(data, TinyEncoder(), tmp_path/'cache', shard_size=4, progress=False)
+    for make in (lambda: CaptionPairs(data, 'train', vocab), lambda: ImageSet(data, 'test', cache=cache, encoder=TinyEncoder())):
+        with pytest.raises(LoaderError, match='give exactly one of `cache` and `encoder`') as e: make()
+        assert isinstance(e.value, SATError) and '\n' not in str(e.value)
+
+
+def test_float16_feed_with_workers_and_other_dtypes(flickr, tmp_path):
+    "Batches read by worker processes arrive as the in-process ones do; `dtype` sets what the features become."
+    from show_attend_tell.loaders import default_num_workers
+    data = read_karpathy(*flickr)
+    vocab = build_vocab(data, 200)
+    cache = prepare_features(data, TinyEncoder(), tmp_path/'cache', shard_size=4, progress=False)
+    one = [b for b in get_dls(data, vocab, cache=cache, bs=3, seed=4, device='cpu').train]
+    two = [b for b in get_dls(data, vocab, cache=cache, bs=3, seed=4, device='cpu', num_workers=2).train]
+    assert sorted((tuple(y.flatten().tolist()), float(x.sum())) for x, y in one) == \
+           sorted((tuple(y.flatten().tolist()), float(x.sum())) for x, y in two)
+    assert {x.dtype for x, _ in two} == {torch.float32}
+    bf = get_dls(data, vocab, cache=cache, bs=3, seed=4, dtype=torch.bfloat16).train
+    assert {x.dtype for x, _ in bf} == {torch.bfloat16} and not bf.pin_memory
+    assert default_num_workers('cpu') == 0

@@ -843,3 +843,32 @@ def test_allow_list_is_used():
         run(check)
     unused = [key for key in ALLOWED if key not in _used_allowances]
     assert not unused, f'ALLOWED entries that match nothing any more (remove them): {unused}'
+
+
+ISSUE = re.compile(r'(?:^|[\s(])(?:[Ii]ssues?|PR|[Pp]ull request) ?#?\d+')
+
+
+def test_no_issue_numbers():
+    """Project files speak to the project's users: no 'issue 19' a reader cannot follow. A numbered issue of another
+    project is fine when the line says whose (its repository's name or a link)."""
+    files = [p for pat in ('nbs/**/*.ipynb', '*.md', 'tests/**/*.py', 'bench/**/*.py', 'experiments/*.py', 'tools/*', 'Makefile', 'settings.ini')
+             for p in ROOT.glob(pat) if p.is_file() and '.ipynb_checkpoints' not in p.parts]
+    text = lambda p: ('\n'.join(''.join(c['source']) for c in json.loads(p.read_text(encoding='utf-8'))['cells'])   # cells, not outputs
+                      if p.suffix == '.ipynb' else p.read_text(encoding='utf-8', errors='replace'))
+    found = [f"{rel(p)}:{n}: {line.strip()[:100]}" for p in files for n, line in enumerate(text(p).splitlines(), 1)
+             if ISSUE.search(line) and not re.search(r'github\.com/|arctic-captions|/issues/', line) and p.name != 'test_prose.py']
+    assert not found, "issue numbers a reader cannot follow:\n  " + '\n  '.join(found)
+
+
+def test_rendered_outputs_show_no_warnings():
+    """The docs site shows the notebooks' saved outputs: a third-party warning there (with a path into the machine's
+    site-packages that built it) says nothing to a reader. The library silences the ones it triggers on import."""
+    found = []
+    for p in sorted(NBS.rglob('*.ipynb')):
+        if '.ipynb_checkpoints' in p.parts: continue
+        for n, c in enumerate(json.loads(p.read_text(encoding='utf-8'))['cells'], 1):
+            for o in c.get('outputs', []):
+                txt = ''.join(o.get('text', '')) if o.get('output_type') == 'stream' else ''.join(o.get('data', {}).get('text/plain', ''))
+                for line in txt.splitlines():
+                    if re.search(r'\w+Warning\b|site-packages/', line): found.append(f"{rel(p)} cell {n}: {line.strip()[:120]}")
+    assert not found, "warnings in saved outputs (re-run the notebook, or silence the warning where the library triggers it):\n  " + '\n  '.join(found)

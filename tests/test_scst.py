@@ -108,6 +108,31 @@ def test_sampled_logp_is_the_models():
         torch.testing.assert_close(s['logp'][r][s['mask'][r]], want, atol=1e-5, rtol=1e-5)
 
 
+def test_sample_captions_refuses_bad_arguments_with_scst_error():
+    model, feats = _toy()
+    with pytest.raises(S.ScstError, match=r'\(B, L, D\)'): S.sample_captions(model, feats[0], k=2)
+    with pytest.raises(S.ScstError, match='k=0'): S.sample_captions(model, feats, k=0)
+    assert issubclass(S.ScstError, S.SATError)
+
+
+def test_scst_step_under_bf16_autocast():
+    "The autocast path (bf16 on the CPU here, as on a GPU): log p and the loss in float32, finite, gradients on every weight it used."
+    model, feats = _toy()
+    cider = S.CiderD({0: [['w1', 'w2']], 1: [['w3']]})
+    from show_attend_tell.vocab import Vocab
+    vocab = Vocab(['<pad>', '<start>', '<end>', '<unk>'] + [f'w{i}' for i in range(8)])
+    loss, st = S.scst_step(model, feats.repeat(2, 1, 1), [0, 1], cider, vocab, k=3, max_len=6,
+                           generator=torch.Generator().manual_seed(0), amp=torch.bfloat16)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_scst_max_len_covers_95_percent_of_the_references():
+    lengths = [9] * 60 + [12] * 35 + [40] * 5
+    assert S.scst_max_len(lengths) == 13 and S.scst_max_len(lengths, cover=1.0) == 41 and S.scst_max_len(lengths, cap=10) == 10
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the run
 
@@ -166,6 +191,26 @@ def test_scst_checkpoints_are_evaluable_and_best_starts_from_xe(xe, tmp_path):
         assert extra['train_state']['mode'] == 'scst'
     log = json.loads((tmp_path/'run'/'log.json').read_text())
     assert log['monitor'] == 'val_cider' and len(log['history']) == 1
+    # the default sampling length, and the reward's statistics saved for every process to memory-map
+    from show_attend_tell.features import load_prepared
+    from show_attend_tell.loaders import ImageSet
+    d, _, cache = load_prepared(data)
+    train = list(ImageSet(d, 'train', cache).image_idx)
+    assert res['max_len'] == S.scst_max_len([len(t) for i in train for t in d[i].tokens], cap=cfg.max_decode_len)
+    saved = S.CiderD.load(tmp_path/'run'/'cider_refs')
+    caps = [d[i].tokens[-1][:5] for i in train]
+    np.testing.assert_array_equal(saved.score(train, caps), S.CiderD({i: d[i].tokens for i in train}).score(train, caps))
+    assert S._holds(tmp_path/'run'/'cider_refs', train) and not S._holds(tmp_path/'run'/'cider_refs', train[1:])
+    assert not S._holds(tmp_path/'nothing', train)
+
+
+def test_resume_keeps_the_runs_sampling_length(xe, tmp_path):
+    "A run started with --max_len resumes without it: the stored length, not the default, is the run's."
+    data, init = xe
+    kw = dict(k=2, batch_size=8, device='cpu', progress=False, val_images=4)
+    S.scst_train(init, data, tmp_path/'r', epochs=1, max_len=7, **kw)
+    res = S.scst_train(init, data, tmp_path/'r', epochs=2, resume=True, **kw)
+    assert res['max_len'] == 7 and len(res['history']) == 2
 
 
 def test_scst_on_hard_attention_checkpoint(tmp_path, xe):

@@ -3,9 +3,12 @@
 #   1. install                 `make install` when .venv is missing or stale (after a first look for a GPU); offline (below),
 #                              the wheels of .whl/ into /tmp/sat_site for the machine's own python3
 #   2. nbdev_test --flags gpu  the notebooks that have `#| gpu` cells
-#   3. pytest -m gpu           with SAT_REQUIRE_GPU=1: a gpu test that finds no GPU fails instead of skipping
-#   4. bench/run.py --device cuda   the GPU suite at the coco_modern preset (fp32 vs AMP, the reference decoder, beam search,
-#                              memory per batch size, COCO epoch time), with --budget-s so the run stays within its minutes
+#   3. pytest -m gpu           with SAT_REQUIRE_GPU=1: a gpu test that finds no GPU fails instead of skipping (among them: AMP
+#                              training, the LSTM state kept float32 under bf16/fp16 autocast, sat_prepare's cache on the GPU)
+#   4. bench/run.py --device cuda   the GPU suite at the coco_modern preset, with --budget-s so the run stays within its minutes:
+#                              the training step in fp32 vs AMP (and vs the reference decoder) with one COCO epoch's projected
+#                              time, beam search, memory and captions/s per batch size, the data feed (float32/float16,
+#                              pinned or not, workers) vs the step, hard attention, FLOP/s, feature extraction
 #
 # A GPU machine with network: clone the repository there and run `make gpu-check` (or `bash tools/gpu_check.sh`) in it.
 # A GPU machine without network, whose python3 already has torch (and numpy, matplotlib, pandas, scipy, ...):

@@ -1,5 +1,6 @@
 """Checks of the NumPy transcription of Liu et al.'s attention correctness (tests/fixtures/liu2017_reference.py) and of
-its fixture (tests/fixtures/entities_fixture.py): hand-worked values, not numbers taken from the code under test."""
+its fixture (tests/fixtures/entities_fixture.py): hand-worked values, not numbers taken from the code under test; then
+the library's `grounding.liu2017_correctness` against that transcription (the golden test)."""
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -9,6 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent/'fixtures'))
 import liu2017_reference as L  # noqa: E402
 from entities_fixture import write_liu2017_fixture  # noqa: E402
+from show_attend_tell import grounding as gr  # noqa: E402
+from show_attend_tell.annotations import read_entities_sentences, read_entities_annotation  # noqa: E402
 
 
 def keys(d):
@@ -187,3 +190,40 @@ def test_fixture_rules_matter(fixture_items):
                                     dict(upsample='bilinear')])
 def test_every_switch_changes_correctness(fixture_items, switch):
     assert abs(L.liu2017(fixture_items, **switch)['correctness'] - L.liu2017(fixture_items)['correctness']) > 1e-6
+
+
+# --- Liu et al. 2017: the library's protocol against an independent transcription of the authors' MATLAB ------------
+
+
+@pytest.fixture(scope='module')
+def liu_fixture(tmp_path_factory):
+    "The miniature Entities folder (non-square images, several boxes, a box-less label, a repeated and a two-type phrase)."
+    items = write_liu2017_fixture(tmp_path_factory.mktemp('entities'))
+    ours = [(it['image'], it['tokens'], it['alphas'], read_entities_annotation(it['annotation_path']),
+             read_entities_sentences(it['sentences_path'])) for it in items]
+    return items, ours
+
+
+def _rows(rows):
+    return [(r['image'], r['start'], r['length'], r['entity']) for r in rows if not r['skipped']]
+
+
+@pytest.mark.parametrize('frame', ['crop', 'whole'])
+def test_liu2017_equals_the_transcription_of_the_authors_code(liu_fixture, frame):
+    "Correctness, baseline, alignments and every phrase score equal the reference's to 1e-6, in both frames."
+    items, ours = liu_fixture
+    ref, got = L.liu2017(items, frame=frame), gr.liu2017_correctness(ours, frame)
+    assert got['n_alignments'] == ref['n_alignments'] and got['n_baseline'] == ref['n_baseline']
+    assert abs(got['correctness'] - ref['correctness']) < 1e-6 and abs(got['baseline'] - ref['baseline']) < 1e-6
+    assert _rows(got['rows']) == _rows(ref['rows']) and got['n_skipped'] == sum(r['skipped'] for r in ref['rows']) > 0
+    for a, b in zip([r for r in got['rows'] if not r['skipped']], [r for r in ref['rows'] if not r['skipped']]):
+        assert abs(a['score'] - b['score']) < 1e-6 and abs(a['baseline'] - b['baseline']) < 1e-6
+
+
+@pytest.mark.parametrize('switch', [dict(phrase_reduce='mean'), dict(open_filter=False), dict(frame='whole'), dict(upsample='bilinear')])
+def test_each_rule_matters_on_the_fixture(liu_fixture, switch):
+    """With any one rule switched (max → mean, no (0, 1) filter, crop ↔ whole image, bicubic → bilinear) the reference gives
+    another number than ours, by far more than the test's 1e-6: the golden test above fails if the library breaks that rule."""
+    items, ours = liu_fixture
+    got = gr.liu2017_correctness(ours, 'crop')['correctness']
+    assert abs(L.liu2017(items, **switch)['correctness'] - got) > 1e-3, switch
