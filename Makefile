@@ -71,7 +71,7 @@ bench: install
 
 # The COCO run rehearsed at full size on the CPU (bench/coco_scale.py): synthetic COCO-sized data through sat_prepare, a capped
 # epoch of sat_train, sat_evaluate and SCST's reward statistics, each stage's time, peak memory and disk in
-# bench/results/coco_scale.md and .json. About an hour on 2 cores and 27 GB of disk (its --work folder; checked
+# bench/results/coco_scale.md and .json. About a quarter of an hour on 2 cores (13 min measured) and 27 GB of disk (its --work folder; checked
 # first); resumable. Not part of `make test`. Smaller: `$(BIN)/python bench/coco_scale.py --scale 0.1`.
 coco-scale: install
 	$(BIN)/python bench/coco_scale.py

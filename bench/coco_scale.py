@@ -11,15 +11,15 @@ that process (and of the processes it waited for: os.wait4) and the disk its out
                  fixed projection, written to WORK/coco_scale_encoder.py): every image file read, the float16 cache at its real size
                  (123,287 x 196 x 512 x 2 bytes = 24.7 GB)
   train          sat_train at the paper's COCO preset (vocabulary 10,000, batch 64, 196 x 512 annotations) with a narrower decoder
-                 (--decoder small: LSTM 512, embedding and attention 256, so that the CPU gets through in about an hour; --decoder
+                 (--decoder small: LSTM 512, embedding and attention 256, so that the CPU gets through in minutes; --decoder
                  paper keeps the preset's 1,800 units), one epoch cut after --steps training steps, then the whole validation (NLL
                  of the 5,000 validation images' captions, greedy BLEU-4 of the images) and the checkpoints
   evaluate       sat_evaluate on the 5,000 test images (beam search, coco-caption's BLEU, METEOR, ROUGE-L and CIDEr)
-  reward_dicts   SCST's CIDEr-D statistics of the training references kept as dicts of n-gram tuples (how `metrics.CiderD` held
-                 them before `metrics.CiderRefs`; `LegacyCiderD` below), built and used for one pass over the training images; the
+  reward_dicts   SCST's CIDEr-D statistics of the training references kept as dicts of n-gram tuples (how `cider.CiderD` held
+                 them before `cider.CiderRefs`; `LegacyCiderD` below), built and used for one pass over the training images; the
                  reward stages take the captions of the training images at --reward_scale (default 1: COCO's 113,287, whatever
                  --scale is), from the same generator
-  reward_arrays  the same statistics as `metrics.CiderRefs` arrays, built and saved once (what rank 0 of `sat_scst` does)
+  reward_arrays  the same statistics as `cider.CiderRefs` arrays, built and saved once (what rank 0 of `sat_scst` does)
   reward_shared  ... memory-mapped by a fresh process and used for one pass (what every `sat_scst` process holds); its scores are
                  compared with reward_dicts' image by image
 Stages are resumable: a finished one is skipped (its record is WORK/stages/NAME.json) unless a stage it depends on ran again;
@@ -61,7 +61,7 @@ import show_attend_tell.training as T
 
 STAMPS, stamps = os.environ['COCO_SCALE_STAMPS'], {}
 class Stamps(Callback):
-    order = 101                                   # after StepLimit
+    order = 99                                    # before StepLimit, whose after_batch cancels the epoch after its last step
     def _stamp(self, k): stamps[k] = time.time(); open(STAMPS, 'w').write(json.dumps(stamps))
     def before_train(self): self._stamp('train_start')
     def after_batch(self):
@@ -176,7 +176,7 @@ def _ngram_counts(words:list, n:int=4)->Counter:
 
 
 class LegacyCiderD:
-    "CIDEr-D as `metrics.CiderD` computed it before its statistics became arrays: df and per-image reference vectors in dicts."
+    "CIDEr-D as `cider.CiderD` computed it before its statistics became arrays: df and per-image reference vectors in dicts."
     def __init__(self, refs:dict, n:int=4, sigma:float=6.0):
         self.n, self.sigma = n, sigma
         self.refs = {k: [_words(r) for r in v] for k, v in refs.items()}
@@ -264,7 +264,7 @@ def child_reward_dicts(work:Path, scale:float, seed:int)->dict:
 
 
 def child_reward_arrays(work:Path, scale:float, seed:int)->dict:
-    from show_attend_tell.metrics import CiderD
+    from show_attend_tell.cider import CiderD
     keys, refs, cands = _reward_inputs(scale, seed)
     t0 = time.perf_counter(); scorer = CiderD(refs); built = time.perf_counter() - t0
     scorer.save(work/'cider_refs')
@@ -274,7 +274,7 @@ def child_reward_arrays(work:Path, scale:float, seed:int)->dict:
 
 
 def child_reward_shared(work:Path, scale:float, seed:int)->dict:
-    from show_attend_tell.metrics import CiderD
+    from show_attend_tell.cider import CiderD
     keys, refs, cands = _reward_inputs(scale, seed)         # kept, as sat_scst keeps its captions: freed memory would be reused
     gc.collect(); before = _memory()
     scorer = CiderD.load(work/'cider_refs')
@@ -442,7 +442,7 @@ class Rehearsal:
         res = json.loads((out/'evaluation.json').read_text())
         words = [len(str(c.get('caption', '')).split()) for c in res.get('captions', [])]
         return dict(rec, disk_bytes=disk_bytes(out), images=res['meta']['n_images'], scores=res['scores'],
-                    mean_caption_words=round(float(np.mean(words)), 2) if words else None)
+                    mean_caption_words=round(float(np.mean(words)), 2) if words else None, max_caption_words=max(words, default=None))
 
     def reward(self, name):
         def go():
@@ -477,6 +477,18 @@ def projected(name:str, r:dict, a)->tuple:
         f = min(r.get('fixed_s') or 0, t)
         return f + (t - f) / s, disk
     return t / s, disk / s
+
+
+def _caption_length_note(e:dict, data:dict|None)->str:
+    "What the generated captions' length says about evaluation's cost, against the references' mean length."
+    mean, longest, ref = e.get('mean_caption_words'), e.get('max_caption_words'), (data or {}).get('mean_words')
+    if mean is None: return 'no captions'
+    if longest and mean >= longest - 0.5:
+        return (f"every caption ran to the length cap of {longest} words, as a barely trained model's repeating captions do: "
+                "beam search did the most work it can, an upper bound for a trained model")
+    if ref and mean < ref:
+        return f"shorter than the references' {ref}: a model this briefly trained stops early, so beam search costs less than it will for a trained one"
+    return f"about as long as the references' {ref}" if ref else "the references' length unknown"
 
 
 def report(recs:dict, a, out:Path):
@@ -514,8 +526,7 @@ def report(recs:dict, a, out:Path):
     if 'evaluate' in recs:
         e = recs['evaluate']
         md.append(f"Evaluation: {e['images']:,} test images" + (f" ({e['fixed_s']:.0f} s on 2 images)" if e.get('fixed_s') else '')
-                  + f", captions of {e['mean_caption_words']} words on average (a model this briefly trained writes short "
-                  "captions, so beam search costs less than it will for a trained one).\n")
+                  + f", captions of {e['mean_caption_words']} words on average ({_caption_length_note(e, recs.get('data'))}).\n")
     rd, ra, rs = recs.get('reward_dicts'), recs.get('reward_arrays'), recs.get('reward_shared')
     if rd and ra and rs:
         at_coco = a.reward_scale == 1
@@ -523,7 +534,7 @@ def report(recs:dict, a, out:Path):
         one = lambda b: gb(b * ntr) if at_coco else '–'
         rows = [('dicts of n-gram tuples (before)', f"{rd['build_s']:.0f}", f"{rd['pass_s']:.0f}", f"{rd['bytes_per_image']:,}",
                  f"{rd['private_bytes_per_image']:,}", '–', one(rd['bytes_per_image'])),
-                ('`metrics.CiderRefs` arrays, memory-mapped (now)', f"{ra['build_s']:.0f}", f"{rs['pass_s']:.0f}", f"{rs['bytes_per_image']:,}",
+                ('`cider.CiderRefs` arrays, memory-mapped (now)', f"{ra['build_s']:.0f}", f"{rs['pass_s']:.0f}", f"{rs['bytes_per_image']:,}",
                  f"{rs['private_bytes_per_image']:,}", f"{rs['shared_bytes_per_image']:,}", one(rs['bytes_per_image']))]
         md += ["## The reward's statistics (self-critical training)\n",
                f"CIDEr-D statistics of the references of {ntr:,} training images"

@@ -6,7 +6,7 @@ own categories (circle, square, ...; no synonyms table). `evaluate_checkpoint` t
 Entities under Liu et al.'s protocol and under ours (teacher-forced, per word), COCO instances on the generated
 words; the built-in Shapes score (boxes from the generator) comes with every run and is the reference the COCO-format
 path should come close to. It writes experiments/results/grounding_protocols.json and .md, which the grounding page
-(nbs/19_grounding.ipynb) shows. It is an experiment, not a timed benchmark.
+(nbs/20_grounding.ipynb) shows. It is an experiment, not a timed benchmark.
 
 Usage: .venv/bin/python experiments/grounding_protocols.py [DEMO_FOLDER [OUT_FOLDER]]   (from the repository root; about two minutes after
 `make demo`, which it runs first through `run_demo` when demo_out/ has no soft-attention model)

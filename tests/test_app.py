@@ -1,4 +1,4 @@
-"""sat_app (nbs/30_app.ipynb) in a browser: start the server on a free port with a tiny checkpoint, drive the page in
+"""sat_app (nbs/31_app.ipynb) in a browser: start the server on a free port with a tiny checkpoint, drive the page in
 headless Chromium (selenium), and check bad uploads, a checkpoint that does not fit, and concurrent sessions."""
 import os, subprocess, sys, threading, time
 from pathlib import Path

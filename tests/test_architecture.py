@@ -102,6 +102,35 @@ def test_light_modules_stay_light(module, heavy):
     assert out.stdout.strip() == 'False', f"importing {PKG}.{module} imports {heavy}"
 
 
+NOISY = ('fastai', 'timm', 'pycocotools', 'pycocoevalcap', 'gradio')   # third-party packages that warn on import
+
+
+def noisy_importers(pkg_dir:Path=ROOT/PKG)->list:
+    "The modules that import, at the top level, a package known to print deprecation warnings when first imported."
+    out = []
+    for p in sorted(pkg_dir.glob('*.py')):
+        body = ast.parse(p.read_text()).body
+        body += [n for b in body if isinstance(b, (ast.With, ast.Try)) for n in b.body]   # `with catch_warnings(): import ...`
+        tops = {(n.module or '').split('.')[0] if isinstance(n, ast.ImportFrom) else a.name.split('.')[0]
+                for n in body if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in (n.names if isinstance(n, ast.Import) else [None])}
+        if tops & set(NOISY): out.append(p.stem)
+    return out
+
+
+def test_importing_any_module_first_prints_no_warning():
+    """Notebook outputs and users' logs show what an import prints: each module that imports a noisy package, imported
+    first in a fresh interpreter, prints nothing (the library silences the warnings it triggers, where it triggers them)."""
+    mods = noisy_importers()
+    assert {'loaders', 'learner', 'training'} <= set(mods), mods
+    loud = {}
+    for m in mods:
+        out = subprocess.run([sys.executable, '-c', f'import {PKG}.{m}'], capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        if out.stderr.strip(): loud[m] = out.stderr.strip().splitlines()[0][:160]
+    assert not loud, loud
+
+
 # --- Notebook rhythm: each exported definition in its own cell, followed at once by a check (fastcore's habit) ---
 CHECK = re.compile(r'\b(test_eq|test_ne|test_close|test_fail|test_is|test_stdout|test_warns)\(|^\s*assert\b', re.M)
 SKIPPED = re.compile(r'^#\|\s*(export|exports|eval:\s*false|slow|gpu)\b', re.M)

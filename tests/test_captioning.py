@@ -1,4 +1,4 @@
-"""Captioning (nbs/26_captioning.ipynb): `caption` on files, folders and PIL images, errors that name the file, EXIF orientation, and
+"""Captioning (nbs/27_captioning.ipynb): `caption` on files, folders and PIL images, errors that name the file, EXIF orientation, and
 `sat_caption`: one-line errors, and on a photo folder with unreadable files it captions the rest and lists what it skipped
 (--no-skip_bad stops at the first)."""
 import os, subprocess, sys

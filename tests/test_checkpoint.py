@@ -1,4 +1,4 @@
-"Checkpoints (nbs/21_checkpoint.ipynb): a malicious pickle is refused without running, round trips and refusals."
+"Checkpoints (nbs/22_checkpoint.ipynb): a malicious pickle is refused without running, round trips and refusals."
 import os, pickle
 import pytest, torch
 

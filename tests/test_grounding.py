@@ -1,4 +1,4 @@
-"Grounding (nbs/19_grounding.ipynb) from the outside: the fixtures against pycocotools, the Shapes/COCO equivalence, Entities teacher-forced."
+"Grounding (nbs/20_grounding.ipynb) from the outside: the fixtures against pycocotools, the Shapes/COCO equivalence, Entities teacher-forced."
 import json
 from pathlib import Path
 import numpy as np
@@ -117,7 +117,7 @@ def test_evaluate_split_with_instances_report_and_figure(tmp_path):
     doc = json.loads(p['json'].read_text())
     assert 'per_word' not in doc['grounding']['coco'] and doc['grounding']['coco']['per_category']['cat']['n_words'] == 1
     assert '| COCO instances (generated words) | 5 |' in p['md'].read_text()
-    f = save_grounding_figure(res, data, tmp_path/'out'/'g.png', an.CocoInstances(INST))
+    f = save_grounding_figure(res, data, tmp_path/'new'/'g.png', an.CocoInstances(INST))   # a folder not made yet (sat_evaluate --out)
     assert f.stat().st_size > 10_000
 
 

@@ -1,5 +1,5 @@
 """`make lab`: JupyterLab with the project's environment as its kernel. Start it headless on a free port, open the
-visualization notebook (nbs/20_visualization.ipynb) in headless Chromium, run it, and check that the ipywidgets
+visualization notebook (nbs/21_visualization.ipynb) in headless Chromium, run it, and check that the ipywidgets
 attention explorer renders (its slider and image) and that its image changes when the slider moves."""
 import json, os, subprocess, sys, time
 from pathlib import Path
@@ -25,9 +25,9 @@ def lab(tmp_path_factory):
     "JupyterLab as `make lab` starts it (this venv's python, so its kernel is the project's environment), no token."
     root = tmp_path_factory.mktemp('lab')
     # a copy, so that running it does not touch the source notebook; less its last cell (nbdev_export needs the repo)
-    nb = json.loads((NBS/'20_visualization.ipynb').read_text(encoding='utf-8'))
+    nb = json.loads((NBS/'21_visualization.ipynb').read_text(encoding='utf-8'))
     nb['cells'] = [c for c in nb['cells'] if 'nbdev_export' not in ''.join(c['source'])]
-    (root/'20_visualization.ipynb').write_text(json.dumps(nb), encoding='utf-8')
+    (root/'21_visualization.ipynb').write_text(json.dumps(nb), encoding='utf-8')
     port = servers.free_port()
     env = {**os.environ, 'JUPYTER_CONFIG_DIR': str(root/'.config'), 'JUPYTER_RUNTIME_DIR': str(root/'.runtime'),
            'JUPYTERLAB_SETTINGS_DIR': str(root/'.settings'), 'JUPYTERLAB_WORKSPACES_DIR': str(root/'.workspaces')}
@@ -59,7 +59,7 @@ def browser():
 
 def test_explorer_widget_renders_and_follows_the_slider(lab, browser):
     b = browser
-    b.get(lab + 'lab/tree/20_visualization.ipynb')
+    b.get(lab + 'lab/tree/21_visualization.ipynb')
     wait = WebDriverWait(b, WAIT, poll_frequency=0.5)
     wait.until(lambda _: b.execute_script("return !!(window.jupyterapp && document.querySelector('.jp-Notebook'))"),
                message='the notebook did not open')

@@ -1,4 +1,4 @@
-"The Learner (nbs/23_learner.ipynb): a tiny model learns one batch by heart with hard attention; the compiled training step equals eager."
+"The Learner (nbs/24_learner.ipynb): a tiny model learns one batch by heart with hard attention; the compiled training step equals eager."
 import math
 import pytest, torch
 from fastai.callback.core import Callback, CancelFitException
@@ -60,7 +60,7 @@ class _Steps(Callback):
     def __init__(self, n): self.n = n
     def before_fit(self): self.steps = []
     def after_backward(self):
-        self.steps.append((self.yb[0].shape[1], float(self.loss), [p.grad.clone() for p in self.model.parameters()]))
+        self.steps.append((self.yb[0].shape[1], float(self.loss.detach()), [p.grad.clone() for p in self.model.parameters()]))
     def after_step(self):
         if len(self.steps) == self.n: raise CancelFitException()
 

@@ -48,7 +48,7 @@ NBS, LIB, BENCH, TOOLS = ROOT/'nbs', ROOT/'show_attend_tell', ROOT/'bench', ROOT
 
 # Deliberate mentions of things that do not exist: (kind, reference, text its line contains) -> why.
 ALLOWED = {
-    ('flag', '--scst', 'rather than a `--scst` flag'): "25_scst says SCST is a console script of its own, *not* a --scst flag",
+    ('flag', '--scst', 'rather than a `--scst` flag'): "26_scst says SCST is a console script of its own, *not* a --scst flag",
     ('notebook', 'config.ipynb', '-> config.ipynb'): "tools/quarto names the renamed copy of a notebook it writes in _proc/",
     ('file', 'show_attend_tell/name.py', 'nbs/NN_name.ipynb'): "CONTRIBUTING's placeholder: the module notebook NN_name exports",
 }

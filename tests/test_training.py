@@ -1,4 +1,4 @@
-"train and sat_train (nbs/24_training.ipynb): checkpoints, BLEU and early stopping, resume after a kill equals an uninterrupted run,\nfeatures held in memory, TensorBoard logs, the CLI."
+"train and sat_train (nbs/25_training.ipynb): checkpoints, BLEU and early stopping, resume after a kill equals an uninterrupted run,\nfeatures held in memory, TensorBoard logs, the CLI."
 import json, math, os, signal, subprocess, sys, textwrap
 from pathlib import Path
 import pytest, torch

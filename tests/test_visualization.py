@@ -1,4 +1,4 @@
-"""Attention figures, the attention statistics and the widget explorer (nbs/20_visualization.ipynb)."""
+"""Attention figures, the attention statistics and the widget explorer (nbs/21_visualization.ipynb)."""
 import os
 os.environ.setdefault('MPLBACKEND', 'Agg')
 from datetime import datetime

@@ -1,11 +1,11 @@
-"""CIDEr-D for self-critical training: captions/s of `metrics.CiderD` (document frequencies computed once) vs
+"""CIDEr-D for self-critical training: captions/s of `cider.CiderD` (document frequencies computed once) vs
 pycocoevalcap's `Cider` (which recomputes them from the references it is given at every call), on SCST-sized batches.
 
 The corpus is synthetic but caption-like: 5 references per image of 8-14 words drawn from a Zipf-distributed
 vocabulary of 3,000 words (a COCO-like long tail), and candidates that share most of their words with the image's
 references (as a trained model's samples do). A batch is what one SCST step scores: B images × k = 5 samples.
-`CiderD` builds its df and the reference vectors of the images once (`init`, reported separately); each step then
-only builds the candidates' vectors. pycocoevalcap scores the same captions, one entry per candidate. Both are
+`CiderD` builds the df and the reference statistics of every image once, as arrays (`init`, reported separately);
+each step then only interns and weighs the candidates' n-grams. pycocoevalcap scores the same captions, one entry per candidate. Both are
 timed in turns, and the scores are checked against each other where they must agree (same df corpus).
 
 Usage: .venv/bin/python bench/cpu/cider_speed.py [--images 2000] [--batches 50,200] [--reps 3]
@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))     # the repository root: `bench` imports when run as a script
 from bench.common import load_avg, machine_info, md_table, save_and_show, time_interleaved
 from pycocoevalcap.cider.cider import Cider
-from show_attend_tell.metrics import CiderD
+from show_attend_tell.cider import CiderD
 
 
 def corpus(n_images=2000, n_refs=5, vocab=3000, seed=0):
@@ -70,12 +70,12 @@ def run(n_images=2000, batches=(50, 200), k=5, reps=3, log=print):
                      [(f"{r['images']} × {k}", r['captions'], r['ours_caps_per_s'], r['pycocoevalcap_caps_per_s'],
                        f"{r['speedup']}x", f"{r['max_abs_diff_same_df']:.1e}") for r in rows])
     md = (f"## CIDEr-D reward speed (self-critical training)\n\n"
-          f"`metrics.CiderD` with document frequencies from {n_images} images × 5 references computed once "
-          f"({init_df:.2f} s) and their reference vectors cached ({init_refs:.2f} s, first use), vs pycocoevalcap's `Cider` "
+          f"`cider.CiderD` with document frequencies from {n_images} images × 5 references computed once "
+          f"({init_df:.2f} s to build; one candidate for each of the {n_images} images then scores in {init_refs:.2f} s), vs pycocoevalcap's `Cider` "
           f"recomputing df per call, on the captions of one SCST step (B images × k = {k} samples); one CPU process, "
-          f"pure Python, timed in turns, median of ≥ {reps}. {info['cpu']}; load average {load0} at the start (other processes share this machine: the ratio is the figure to trust).\n\n{table}")
+          f"NumPy (pycocoevalcap: Python loops), timed in turns, median of ≥ {reps}. {info['cpu']}; load average {load0} at the start (other processes share this machine: the ratio is the figure to trust).\n\n{table}")
     return dict(name='cider_speed', data=dict(machine=info, n_images=n_images, k=k, init_df_s=init_df,
-                                              init_ref_vectors_s=init_refs, load_avg=load0, rows=rows), md=md)
+                                              one_pass_s=init_refs, load_avg=load0, rows=rows), md=md)
 
 
 def main():
