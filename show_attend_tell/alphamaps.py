@@ -140,7 +140,7 @@ def union_mask(masks)->np.ndarray:
 
 # %% ../nbs/18_alphamaps.ipynb #7db7bc50
 def cell_sums(X:np.ndarray, g:int, axis:int)->np.ndarray:
-    "Sums of X over the g cells [i·n/g, (i+1)·n/g) along `axis` (0 or 1), partial pixels pro rata: `_cell_matrix`'s product, without it."
+    "Sums of X over the g cells [i·n/g, (i+1)·n/g) along `axis` (0 or 1), partial pixels pro rata: the product with the cell matrix, without forming the matrix."
     X = np.asarray(X)
     if axis == 0: return cell_sums(X.T, g, 1).T
     n = X.shape[1]

@@ -55,7 +55,7 @@ def _ngram_levels(ids:np.ndarray, lens:np.ndarray, n:int, W:int)->list:
 _ARRAYS = ('offsets', 'df', 'img_ptr', 'ref_ptr', 'ids', 'tf', 'norms', 'lengths')
 
 def _find(refs, words:list, codes:list)->np.ndarray:
-    "Global ids in `refs` of the n-grams whose per-order `codes` (over `words`) `_ngram_levels` gave; −1 where `refs` lacks one."
+    "Global ids in `refs` of the n-grams whose per-order `codes` (over `words`) the level helper gave; −1 where `refs` lacks one."
     tw = np.array([refs.word_id.get(w, -1) for w in words], np.int64)
     W, out, prev = max(len(words), 1), [], None
     for k, c in enumerate(codes):
