@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_config.ipynb #618e4d7d
 from __future__ import annotations
-import difflib, json
+import difflib, json, os
 from dataclasses import dataclass, fields, asdict
 from typing import TYPE_CHECKING
 from pathlib import Path
@@ -15,7 +15,7 @@ if TYPE_CHECKING: import torch                      # for the annotations only; 
 
 # %% auto #0
 __all__ = ['PRESETS', 'ConfigError', 'Config', 'preset', 'read_config_file', 'default_preset', 'resolve_config', 'get_device',
-           'amp_dtype']
+           'amp_dtype', 'spare_workers']
 
 # %% ../nbs/01_config.ipynb #ea12dbe9
 class ConfigError(SATError):
@@ -219,3 +219,13 @@ def amp_dtype(device:'torch.device')->'torch.dtype|None':
     if device.type != 'cuda': return None
     import torch   # lazy: see above
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+# %% ../nbs/01_config.ipynb #391ee061
+def spare_workers(device, # where the work runs: 'cpu', 'cuda', 'cuda:1' or a `torch.device`
+                  local_procs:int=1 # processes of the job on this machine, sharing its cores (`torchrun --nproc_per_node`)
+                 )->int:
+    "Worker processes that can feed `device` without taking its cores: none on the CPU, else this process's spare cores, at most 4."
+    import torch   # lazy: see above
+    if torch.device(device).type == 'cpu': return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return max(0, min(4, cores // max(1, local_procs) - 1))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_features.ipynb #9600ced2
 from __future__ import annotations
-import hashlib, os, sys, time, warnings
+import hashlib, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from PIL import Image
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
 from .core import SATError, fail
-from .config import get_device, resolve_config
+from .config import get_device, resolve_config, spare_workers
 from .captions import DataError, DataWarning, CaptionData, load_image, read_karpathy, read_captions
 from .hub import is_hub_uri, read_hf_dataset
 from .vocab import Vocab, build_vocab
@@ -21,7 +21,7 @@ from .encoder import get_encoder
 from .cache import CacheWriter, FeatureCache, ShardQueue, human_bytes
 
 # %% auto #0
-__all__ = ['cache_signature', 'prepare_workers', 'prepare_features', 'load_prepared', 'is_hf_dataset', 'prepare', 'sat_prepare']
+__all__ = ['cache_signature', 'prepare_features', 'load_prepared', 'is_hf_dataset', 'prepare', 'sat_prepare']
 
 # %% ../nbs/09_features.ipynb #e4abdd74
 def _weights_sha1(module)->str:
@@ -57,12 +57,6 @@ def _collate_files(items):
     ok = [j for j, (x, _) in enumerate(items) if x is not None]
     return (torch.stack([items[j][0] for j in ok]) if ok else None), ok, [e for _, e in items]
 
-def prepare_workers(device)->int:
-    "`prepare_features`'s default `num_workers`: none on the CPU (the encoder needs the cores), else the spare cores, at most 4."
-    if torch.device(device).type == 'cpu': return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-    return max(0, min(4, cores - 1))
-
 # %% ../nbs/09_features.ipynb #2b617797
 def _encode(encoder, x:torch.Tensor, dev, L:int, D:int, name)->np.ndarray:
     "Features (n, L, D) of images `x` as float16, made on `dev` (half the bytes come back from a GPU)."
@@ -81,7 +75,7 @@ def prepare_features(data:CaptionData, # the images to encode (every split)
                      shard_size:int=1000, # images per shard file
                      device='cpu',
                      skip_bad:bool=False, # give unreadable images zero features and list them, instead of stopping
-                     num_workers:int|None=None, # processes reading images (None: `prepare_workers(device)`)
+                     num_workers:int|None=None, # processes reading images (None: `spare_workers(device)`)
                      progress:bool=True, # show the progress bar and messages
                      on_shard=None, # called with the index of each shard once it is on disk (in the writer thread)
                      write_ahead:int=4 # encoded batches queued for the shard writer thread (0: write between batches)
@@ -101,7 +95,7 @@ def prepare_features(data:CaptionData, # the images to encode (every split)
     spans = [list(range(k*S + s, k*S + min(s + bs, cw.rows(k)))) for k in cw.todo for s in range(0, cw.rows(k), bs)]
     loader = torch.utils.data.DataLoader(_ImageFiles([data.image_path(i) for i in range(N)], encoder.transform),
                                          batch_sampler=spans, collate_fn=_collate_files, pin_memory=dev.type == 'cuda',
-                                         num_workers=prepare_workers(dev) if num_workers is None else num_workers)
+                                         num_workers=spare_workers(dev) if num_workers is None else num_workers)
     pb = progress_bar(loader, total=len(spans), display=progress) if progress and spans else loader
     shards, done, t0 = ShardQueue(cw, write_ahead, on_shard), 0, time.time()
     try:

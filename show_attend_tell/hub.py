@@ -146,8 +146,9 @@ def read_hf_dataset(source, # a folder (imagefolder, or parquet files), a .parqu
     if not folder: files = [root] if root.suffix == '.parquet' else sorted(root.rglob('*.parquet'))
     if not files: raise HubError(f"{root} holds no metadata.csv, metadata.jsonl or .parquet file: it is not a Hugging Face dataset folder")
     base = root if root.is_dir() else root.parent
-    cols = find_columns(_columns(files[0]), image_column, caption_columns, split_column, where=str(files[0]))
-    karpathy = not folder and cols['image'] == 'filename' and 'sentences' in _columns(files[0])
+    names = _columns(files[0])
+    cols = find_columns(names, image_column, caption_columns, split_column, where=str(files[0]))
+    karpathy = not folder and cols['image'] == 'filename' and 'sentences' in names
     groups, split_from, used, k = {}, {}, set(), 0
     for f in files:
         file_split = _split_of_name(f.relative_to(base))

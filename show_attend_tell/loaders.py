@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_loaders.ipynb #b03502ae
 from __future__ import annotations
-import copy, math, os, warnings
+import copy, math, warnings
 from types import MethodType
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ with warnings.catch_warnings():   # fastai.layers calls torch.jit.script on impo
     from fastai.data.core import DataLoaders
     from fastai.torch_core import to_detach
 from .core import SATError
+from .config import spare_workers
 from .captions import DataError, CaptionData, load_image
 from .vocab import PAD, START, END, Vocab
 
@@ -211,9 +212,7 @@ def default_num_workers(device, # the training device
                         local_procs:int=1 # training processes on this machine (`torchrun --nproc_per_node`)
                        )->int:
     "The `num_workers` that `sat_train` uses unless told: 0 on the CPU or with held features, else the spare cores of a GPU's share, at most 4."
-    if held or torch.device(device).type == 'cpu': return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-    return max(0, min(4, cores // max(1, local_procs) - 1))
+    return 0 if held else spare_workers(device, local_procs)   # held: batches are gathered in the training process
 
 # %% ../nbs/11_loaders.ipynb #5c98b826
 class ImageSet(torch.utils.data.Dataset):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, os, sys, time
 from pathlib import Path
+from fastcore.basics import noop
 from fastcore.script import call_parse
 from .core import SATError, atomic_write, fail, read_json, write_json
 from .config import default_preset, resolve_config, get_device
@@ -96,7 +97,7 @@ def run_reproduce(dataset:str, # flickr8k, flickr30k, coco (or another Karpathy-
     if dataset == 'shapes' and (data or images): raise ReproduceError("shapes generates its own images: leave out --data and --images")
     if dataset != 'shapes' and not (data and images): raise ReproduceError(f"{dataset}: give its split file (--data) and image folder (--images)")
     name = preset or default_preset('shapes' if dataset == 'shapes' else dataset)
-    say = print if progress else (lambda *a, **k: None)
+    say = print if progress else noop
     cfgs = {att: resolve_config(name, attention=att, epochs=epochs) for att in attention}   # a bad preset stops here, before any file
     out.mkdir(parents=True, exist_ok=True)
     st = Stages(out, say)
@@ -118,8 +119,8 @@ def run_reproduce(dataset:str, # flickr8k, flickr30k, coco (or another Karpathy-
                                                               instances=instances, entities=entities, progress=progress,
                                                               attention_dir=out/f'attention_{att}', n_figures=n_figures), rep)
         results[att] = read_json(rep, 'evaluation report', ReproduceError)
-    paths = reproduction_report(out, 'shapes' if dataset == 'shapes' else read_json(data_dir/'dataset.json').get('dataset', dataset),
-                                results, st.log, meta={'preset': name, 'device': str(get_device(device))})
+    named = next(iter(results.values())).get('dataset') or dataset          # the name evaluation read from dataset.json
+    paths = reproduction_report(out, 'shapes' if dataset == 'shapes' else named, results, st.log, meta={'preset': name, 'device': str(get_device(device))})
     say(f"\n{paths['md'].read_text()}\nreport: {paths['md']} (and .json); {time.perf_counter() - t0:.0f} s this run")
     return {'report': paths, 'results': results, 'stages': st.log}
 

@@ -18,6 +18,7 @@ from .features import load_prepared
 from .distributed import init_distributed
 from .loaders import get_dls, shard_dls, default_num_workers
 from .losses import CaptionLoss
+from .decoding import model_device
 from .checkpoint import build_model, read_checkpoint, set_rng_state, unwrap
 from .learner import SATLearner, CheckpointCallback, make_learner
 with warnings.catch_warnings():   # the first import of fastai trips this torch's deprecation of torch.jit.script
@@ -63,7 +64,7 @@ def restore_training(learn:SATLearner, ck:dict):
 # %% ../nbs/25_training.ipynb #031a215c
 def _saved_bytes(model, batch_size:int, steps:int, amp:torch.dtype|None=None)->int:
     "Bytes of the tensors autograd saves for the backward pass of one teacher-forced batch, each counted once."
-    dev, params = next(model.parameters()).device, {p.untyped_storage().data_ptr() for p in model.parameters()}
+    dev, params = model_device(model), {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen, total = set(), 0
     def pack(t):
         nonlocal total

@@ -177,10 +177,10 @@ def test_prepare_features_writes_the_same_cache_with_workers_and_the_writer_thre
 @pytest.mark.gpu
 def test_prepare_features_on_cuda_writes_the_cpus_cache(shapes_dir, tmp_path):
     "On a GPU (workers by default, pinned batches, the float16 cast on the device, the writer thread): the CPU's cache, to float16 rounding."
-    from show_attend_tell.features import prepare_workers
+    from show_attend_tell.config import spare_workers
     data = read_karpathy(shapes_dir/'dataset_shapes.json')
     cpu = prepare_features(data, TinyEncoder(), tmp_path/'cpu', shard_size=10, bs=4, progress=False, device='cpu')
     gpu = prepare_features(data, TinyEncoder(), tmp_path/'gpu', shard_size=10, bs=4, progress=False, device='cuda')
     assert gpu.manifest['images'] == cpu.manifest['images']
-    assert prepare_workers('cuda') > 0 or len(os.sched_getaffinity(0)) < 2      # workers read the images beside the GPU
+    assert spare_workers('cuda') > 0 or len(os.sched_getaffinity(0)) < 2      # workers read the images beside the GPU
     assert torch.allclose(gpu.rows(range(len(data))), cpu.rows(range(len(data))), atol=2e-3)

@@ -14,7 +14,7 @@ of 16. The four ways are timed in turns, each a whole `prepare_features` into a 
 median of `--reps`.
 
 On a 2-core CPU the encoder needs both cores, so workers compete with it (the default there is no workers); on a GPU the
-default is the spare cores, at most 4 (`prepare_workers`), with pinned batches and the float16 cast on the device.
+default is the spare cores, at most 4 (`config.spare_workers`), with pinned batches and the float16 cast on the device.
 
 Usage: .venv/bin/python bench/cpu/prepare_speed.py [--images 320] [--net-images 64] [--reps 2] [--device cpu|cuda]
 Writes bench/results/cpu/prepare_speed.json and .md (bench/results/gpu/prepare_speed_cuda.* with --device cuda).
@@ -72,9 +72,9 @@ def bench_encoder(label, enc, data, work: Path, workers, reps, device, log) -> l
 def run(images=320, net_images=64, reps=2, device='cpu', workers=None, names=('colour_grid', 'colour_grid_1280', 'efficientnet_lite0'),
         log=print):
     "Every encoder × (workers, write_ahead); returns dict(name, data, md)."
-    from show_attend_tell.features import prepare_workers
+    from show_attend_tell.config import spare_workers
     dev = torch.device(device)
-    workers = tuple(workers or ((0, 2) if dev.type == 'cpu' else (0, max(1, prepare_workers(dev)))))
+    workers = tuple(workers or ((0, 2) if dev.type == 'cpu' else (0, max(1, spare_workers(dev)))))
     work = Path(tempfile.mkdtemp(prefix='sat_bench_prepare_'))
     rows = []
     try:
@@ -85,7 +85,7 @@ def run(images=320, net_images=64, reps=2, device='cpu', workers=None, names=('c
             rows += [dict(r, shows=what) for r in bench_encoder(label, enc, few if net else many, work, workers, reps, dev, log)]
     finally: shutil.rmtree(work, ignore_errors=True)
     info = machine_info(dev)
-    default = (prepare_workers(dev), AHEAD)
+    default = (spare_workers(dev), AHEAD)
     table = md_table(['encoder', 'shows', 'images', 'cache MB', 'num_workers', 'shards written', 'images/s', '× in turn, no workers'],
                      [(r['encoder'], r['shows'], r['images'], r['cache_mb'], r['num_workers'],
                        'by the thread' if r['write_ahead'] else 'between batches',
