@@ -16,6 +16,7 @@ from fastcore.script import call_parse
 from .core import SATError, fail, to_rgb
 from .config import get_device
 from .captions import load_image
+from .hub import is_hub_uri
 from .shapes import make_shapes
 from .decoding import beam_search, model_device
 from .alphamaps import upsample_alpha
@@ -129,7 +130,7 @@ class _Captioners:
     def __init__(self, device, trust_code=False): self.device, self.trust_code, self.cache, self.lock = device, trust_code, {}, threading.Lock()
     def __call__(self, path):
         if not path: raise AppError(NO_CHECKPOINT)
-        key = path if str(path).startswith('hf://') else str(Path(path).expanduser().resolve())
+        key = path if is_hub_uri(str(path)) else str(Path(path).expanduser().resolve())
         with self.lock:
             if key not in self.cache: self.cache[key] = load_captioner(key, self.device, trust_code=self.trust_code)
             return self.cache[key]
@@ -240,7 +241,7 @@ def sat_app(checkpoint:str=None, # checkpoint written by training (default: demo
     "Console script: serve the captioning app (Gradio) at http://HOST:PORT."
     try:
         if checkpoint is not None:
-            if not checkpoint.startswith('hf://') and not Path(checkpoint).exists(): raise AppError(f"checkpoint {checkpoint} does not exist; pass a checkpoint written by training (best.pth) or a model folder written by sat_export")
+            if not is_hub_uri(checkpoint) and not Path(checkpoint).exists(): raise AppError(f"checkpoint {checkpoint} does not exist; pass a checkpoint written by training (best.pth) or a model folder written by sat_export")
             load_captioner(checkpoint, get_device(device), trust_code=trust_code)   # a checkpoint that does not fit fails here, in one line
         elif not find_checkpoints(): print(NO_CHECKPOINT)
         app = build_app(checkpoint, device, max_beam=max_beam, trust_code=trust_code)

@@ -33,12 +33,17 @@ class ImageTransform:
         s = self.resize / min(w, h)
         return (self.resize, int(h*s)) if w <= h else (int(w*s), self.resize)
 
+    def _crop(self, W:int, H:int)->tuple:
+        "The centre S × S box (x0, y0, x1, y1), in pixels, of an image resized to W × H: what the model sees, and what `window` reports."
+        x0, y0 = int(round((W - self.size)/2)), int(round((H - self.size)/2))
+        return (x0, y0, x0 + self.size, y0 + self.size)
+
     def window(self, width:int, height:int)->tuple:
         "The part of a width × height image the model sees, (x0, y0, x1, y1) normalised to the image: (0, 0, 1, 1) for 'resize'."
         if self.mode == 'resize': return (0., 0., 1., 1.)
         W, H = self._resized(width, height)
-        x0, y0 = int(round((W - self.size)/2)), int(round((H - self.size)/2))
-        return (x0/W, y0/H, (x0 + self.size)/W, (y0 + self.size)/H)
+        x0, y0, x1, y1 = self._crop(W, H)
+        return (x0/W, y0/H, x1/W, y1/H)
 
     def view(self, im:Image.Image)->Image.Image:
         "The part of `im` the model sees, at the image's own resolution (figures draw α on it)."
@@ -51,8 +56,7 @@ class ImageTransform:
         if self.mode == 'resize': im = im.resize((S, S), Image.Resampling.BILINEAR)
         else:
             im = im.resize(self._resized(*im.size), Image.Resampling.BILINEAR)
-            x0, y0 = int(round((im.width - S)/2)), int(round((im.height - S)/2))
-            im = im.crop((x0, y0, x0 + S, y0 + S))
+            im = im.crop(self._crop(im.width, im.height))
         x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(S, S, 3).permute(2, 0, 1)
         x = x.contiguous().to(torch.float32).div(255)
         return x.sub_(torch.tensor(self.mean).view(3, 1, 1)).div_(torch.tensor(self.std).view(3, 1, 1))

@@ -13,6 +13,7 @@ from fastprogress.fastprogress import progress_bar
 from .core import SATError, atomic_write, fail
 from .config import get_device
 from .captions import load_image
+from .hub import is_hub_uri
 from .encoder import ImageTransform
 from .features import load_prepared
 from .loaders import input_of
@@ -284,7 +285,7 @@ def sat_evaluate(checkpoint:str, # best.pth or last.pth written by sat_train, a 
                  quiet:bool=False): # no progress bar
     "Console script: score a checkpoint on a prepared split with coco-caption and compare with the paper's Table 1."
     metrics = tuple(m for m in DEFAULT_METRICS if not (no_meteor and m == 'meteor'))
-    out_dir = Path(out) if out else Path('.') if checkpoint.startswith('hf://') else Path(checkpoint).parent
+    out_dir = Path(out) if out else Path('.') if is_hub_uri(checkpoint) else Path(checkpoint).parent
     try:
         res = evaluate_checkpoint(checkpoint, data, split, beam_size, out_dir=out_dir, metrics=metrics,
                                   max_images=max_images, device=device, attention_dir=attention_dir,
